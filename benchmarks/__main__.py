@@ -1,0 +1,27 @@
+"""`python -m benchmarks latency|fps|accuracy ...`: one subcommand per module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SUBCOMMANDS = {
+    "latency": "per-stage refinement latency per frame, per backbone and box count",
+    "fps": "end-to-end pipeline FPS with and without refinement",
+    "accuracy": "COCO AP of input boxes and of refined boxes",
+    "distortion": "refined IoU vs distortion of the mixture centre (paper figure 8)",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in SUBCOMMANDS.items():
+        module = importlib.import_module(f"benchmarks.{name}")
+        module.add_arguments(commands.add_parser(name, help=help_text, description=module.__doc__))
+    args = parser.parse_args(argv)
+    importlib.import_module(f"benchmarks.{args.command}").main(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""COCO AP of a detector's boxes before and after refinement, through the pipeline's FrameRefiner.
+
+Input boxes come from a detections file, from a detector, or from ground truth jittered by a
+known relative error (--jitter). Every image goes through FrameRefiner exactly as in a video run
+(class mapping by name, windows, CPU crops, backend, acceptance policy); with a refiner that
+predicts its IoU, both policies are scored ("replace" always takes the refined box, "gate" only
+where the refiner predicts an improvement). --split val keeps the project's hold-out images
+(train.data.is_validation(file_name, 0.15)), so a refiner is never scored on its training images.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pycocotools.coco import COCO
+
+from benchmarks.coco_eval import METRICS, coco_results, evaluate_boxes, load_ground_truth
+from benchmarks.jitter import jittered_detections
+from benchmarks.report import environment, markdown_table, write_report
+from pipeline.backends import KINDS, RefinerBackend, open_backend
+from pipeline.class_mapping import ClassMapping
+from pipeline.crops import CpuCropper
+from pipeline.detection_files import ReplayDetector
+from pipeline.detectors import Detections, Detector, open_detector
+from pipeline.refine import POLICIES, FrameRefiner, Policy, default_policy
+from pipeline.sources import Frame
+from train.data import is_validation
+
+VALIDATION_FRACTION = 0.15  # the project's hold-out split, as train/ uses it
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--annotations", type=Path, required=True, help="COCO ground-truth json")
+    parser.add_argument("--images", type=Path, required=True, help="folder the GT file_names are relative to")
+    boxes = parser.add_mutually_exclusive_group(required=True)
+    boxes.add_argument("--detections", type=Path, help="COCO results json (or MOT det.txt) to refine")
+    boxes.add_argument("--jitter", type=float, help="make detections from GT: sides moved by N(0, SIGMA x side)")
+    boxes.add_argument("--detector", type=Path, help="YOLO model run on every image")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --jitter")
+    parser.add_argument("--refiner", type=Path, required=True)
+    parser.add_argument("--split", choices=("val", "all"), default="all")
+    parser.add_argument("--policy", choices=POLICIES, default=None, help="the headline policy; default: the refiner's")
+    parser.add_argument("--backend", choices=KINDS, default="onnxruntime")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--max-images", type=int, default=None, help="first N images of the split (quick checks)")
+    parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
+
+
+def main(args: argparse.Namespace) -> None:
+    env = environment()
+    ground_truth = load_ground_truth(args.annotations)
+    image_ids = select_images(ground_truth, args.split, args.max_images)
+    detector = input_detector(args, ground_truth, image_ids)
+    backend = open_backend(args.backend, args.refiner, args.device)
+    try:
+        policy = args.policy or default_policy(backend.spec)
+        policies = POLICIES if backend.spec.predicts_iou else ("replace",)
+        scores, counts = refine_and_score(ground_truth, args.images, image_ids, detector, backend, policies)
+    finally:
+        backend.close()
+    results = {
+        "images": len(image_ids),
+        "split": args.split,
+        "input": describe_input(args),
+        "refiner": str(args.refiner),
+        "backend": backend.name,
+        "policy": policy,
+        "status_counts": counts,
+        "baseline": scores["baseline"],
+        "refined": scores[policy],
+        **{f"refined_{name}": scores[name] for name in policies},
+    }
+    write_report(args.out, f"Refinement accuracy: {describe_input(args)}", env, results, accuracy_markdown(results, policies))
+
+
+def select_images(ground_truth: COCO, split: str, limit: int | None = None) -> list[int]:
+    image_ids = sorted(ground_truth.imgs)
+    if split == "val":
+        image_ids = [i for i in image_ids if is_validation(ground_truth.imgs[i]["file_name"], VALIDATION_FRACTION)]
+    return image_ids[:limit]
+
+
+def category_names(ground_truth: COCO) -> tuple[tuple[str, ...], np.ndarray]:
+    """GT class names in category-id order and the category id of each class index."""
+    categories = sorted(ground_truth.cats.values(), key=lambda category: category["id"])
+    return tuple(c["name"] for c in categories), np.array([c["id"] for c in categories], dtype=np.int64)
+
+
+def input_detector(args: argparse.Namespace, ground_truth: COCO, image_ids: list[int]) -> Detector:
+    """The boxes to refine as a Detector over frames named by their GT file_name."""
+    if args.jitter is None:
+        return open_detector(args.detections or args.detector, coco_gt=args.annotations, device=args.device)
+    names, category_ids = category_names(ground_truth)
+    class_of = {int(category): index for index, category in enumerate(category_ids)}
+    by_image = {
+        image_id: Detections(boxes, scores, np.array([class_of[int(c)] for c in categories], dtype=np.int64), names)
+        for image_id, (boxes, scores, categories) in jittered_detections(ground_truth, image_ids, args.jitter, args.seed).items()
+    }
+    id_of_name = {ground_truth.imgs[image_id]["file_name"]: image_id for image_id in image_ids}
+    return ReplayDetector(by_image, names, lambda frame: id_of_name[frame.name], f"GT jittered by sigma {args.jitter}")
+
+
+def refine_and_score(
+    ground_truth: COCO,
+    images_dir: Path,
+    image_ids: list[int],
+    detector: Detector,
+    backend: RefinerBackend,
+    policies: tuple[Policy, ...],
+) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, int]]]:
+    """AP of the input boxes ("baseline") and of the refined boxes per policy; refine statuses per policy."""
+    gt_names, gt_category_ids = category_names(ground_truth)
+    to_gt = ClassMapping.by_name(detector.class_names, gt_names).table  # detector class -> GT class index or -1
+    cropper = CpuCropper(backend.spec.input_size)
+    mapping = ClassMapping.by_name(detector.class_names, backend.spec.class_names)
+    refiners = {policy: FrameRefiner(backend, mapping, cropper, policy=policy) for policy in policies}
+    results: dict[str, list[dict]] = {"baseline": [], **{policy: [] for policy in policies}}
+    counts: dict[str, Counter] = {policy: Counter() for policy in policies}
+    try:
+        for index, image_id in enumerate(image_ids):
+            file_name = ground_truth.imgs[image_id]["file_name"]
+            frame = Frame(index, read_image(images_dir / file_name), None, file_name)
+            detections = detector.detect(frame)
+            evaluable = to_gt[detections.class_ids] >= 0
+            categories = gt_category_ids[to_gt[detections.class_ids][evaluable]]
+            scores = detections.scores[evaluable]
+            results["baseline"] += coco_results(image_id, detections.boxes[evaluable], scores, categories)
+            if not len(detections):
+                continue
+            for policy, refiner in refiners.items():
+                refined = refiner(frame, detections)
+                counts[policy].update(str(status) for status in refined.status)
+                results[policy] += coco_results(image_id, refined.final_boxes[evaluable], scores, categories)
+    finally:
+        cropper.close()
+    scores_by_set = {name: evaluate_boxes(ground_truth, entries, image_ids) for name, entries in results.items()}
+    return scores_by_set, {policy: dict(counter) for policy, counter in counts.items()}
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SystemExit(f"cannot read image {path}; check --images")
+    return image
+
+
+def describe_input(args: argparse.Namespace) -> str:
+    if args.jitter is not None:
+        return f"GT jittered, sigma {args.jitter}, seed {args.seed}"
+    return f"detections {args.detections}" if args.detections else f"detector {args.detector}"
+
+
+def accuracy_markdown(results: dict[str, Any], policies: tuple[Policy, ...]) -> str:
+    """Percent table: baseline, each policy, and each policy's change over the baseline."""
+    baseline = results["baseline"]
+    rows = [["baseline (input boxes)", *(percent(baseline[m]) for m in METRICS)]]
+    for policy in policies:
+        refined = results[f"refined_{policy}"]
+        marker = " (default)" if policy == results["policy"] else ""
+        rows.append([f"refined, {policy}{marker}", *(percent(refined[m]) for m in METRICS)])
+        rows.append([f"change, {policy}", *(change(refined[m], baseline[m]) for m in METRICS)])
+    counts = "; ".join(f"{policy}: {dict(sorted(c.items()))}" for policy, c in results["status_counts"].items())
+    return (
+        f"{results['images']} images ({results['split']} split), refiner `{results['refiner']}` on {results['backend']}.\n\n"
+        + markdown_table(["boxes", *(f"{m} %" for m in METRICS)], rows)
+        + f"\n\nRefine status per object: {counts}\n"
+    )
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def change(refined: float | None, baseline: float | None) -> str:
+    return "n/a" if refined is None or baseline is None else f"{100 * (refined - baseline):+.1f}"

@@ -1,0 +1,244 @@
+"""Per-stage refinement latency per frame, per backbone and box count (paper section 5, "Speed").
+
+Each measured frame draws fresh boxes in a fixed-size frame and times, separately:
+- crop:      windows + mixture vectors + pixel crops, one thread (the paper's "preparation of crops");
+- crop_pool: the same with the CpuCropper thread pool the pipeline uses;
+- h2d / d2h: the crop batch to the GPU and the outputs back (null unless the backend runs on CUDA);
+- infer:     one batched backend call;
+- decode:    window -> frame coordinates and the acceptance policy;
+- overhead:  the whole FrameRefiner call (prepare + finish, pooled crops), what a frame really pays.
+Warm-up frames are run first and not recorded. Speed does not depend on the weights, so without
+--refiner the paper's backbones are random-init models at their native sizes, saved once under
+engines/cache/benchmarks/ (open_backend then exports and caches their ONNX once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.report import environment, markdown_table, write_report
+from pipeline.backends import KINDS, RefinerBackend, open_backend
+from pipeline.checkpoint import save_refiner
+from pipeline.class_mapping import ClassMapping
+from pipeline.crops import CpuCropper
+from pipeline.detectors import Detections
+from pipeline.geometry import crop_windows, decode, mixture_vectors
+from pipeline.onnx_export import ENGINES_DIR
+from pipeline.refine import FrameRefiner, Policy, accept_refined
+from pipeline.sources import Frame
+from pipeline.spec import RefinerSpec, paper_spec
+
+BENCHMARK_MODELS_DIR = ENGINES_DIR / "cache" / "benchmarks"
+CLASS_NAMES = ("person",)
+STAGES = ("crop", "crop_pool", "h2d", "infer", "d2h", "decode", "overhead")
+MIN_BOX_SIDE, MAX_BOX_SIDE = 24, 360  # pedestrians to close-ups in a 720p frame
+
+# Paper, section 5: crops prepared on the CPU in 32 ms per image; GPU inference 23 ms (B1), 44 ms (B3).
+PAPER_CROP_MS = 32.0
+PAPER_INFER_MS = {"b1": 23.0, "b3": 44.0}
+PAPER_FPS = {"b1": 18.0, "b3": 13.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbones", default="b0,b1,b3", help="paper backbones (random-init, native sizes)")
+    parser.add_argument("--boxes", default="1,8,32", help="detections per frame, comma separated")
+    parser.add_argument("--backend", default="onnxruntime", choices=KINDS)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: CUDA when available")
+    parser.add_argument("--frame", default="1280x720", help="frame size WIDTHxHEIGHT")
+    parser.add_argument("--frames", type=int, default=20, help="measured frames per case")
+    parser.add_argument("--warmup", type=int, default=3, help="unrecorded frames first")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="crop pool threads")
+    parser.add_argument(
+        "--refiner",
+        type=Path,
+        default=None,
+        help="measure this model (.safetensors/.onnx/.engine) instead of the paper backbones",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
+
+
+def main(args: argparse.Namespace) -> None:
+    env = environment()
+    width, height = parse_frame_size(args.frame)
+    box_counts = [int(count) for count in args.boxes.split(",")]
+    if args.refiner:
+        models = {Path(args.refiner).stem: Path(args.refiner)}
+    else:
+        models = {name: random_checkpoint(name) for name in args.backbones.split(",")}
+    rows = []
+    for label, checkpoint in models.items():
+        backend = open_backend(args.backend, checkpoint, args.device, max_batch=max(box_counts))
+        try:
+            for count in box_counts:
+                print(f"measuring {label} with {count} boxes ...", flush=True)
+                stages = measure(backend, (width, height), count, args.frames, args.warmup, args.workers, args.seed)
+                rows.append({"backbone": label, "input_size": backend.spec.input_size, "boxes": count, **stages})
+        finally:
+            backend.close()
+    results = {
+        "settings": {
+            "backend": args.backend,
+            "device": str(getattr(backend, "device", "cpu")),
+            "frame": [width, height],
+            "frames": args.frames,
+            "warmup": args.warmup,
+            "crop_pool_workers": args.workers,
+        },
+        "keys": "per row: backbone, input_size, boxes, then <stage>_ms_p50 and <stage>_ms_p95 for stages " + ", ".join(STAGES),
+        "results": rows,
+    }
+    write_report(args.out, "Refinement latency per frame", env, results, latency_markdown(rows))
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise SystemExit(f"--frame must be WIDTHxHEIGHT, e.g. 1280x720; got {text!r}")
+    return int(width), int(height)
+
+
+def random_checkpoint(short_name: str, models_dir: Path = BENCHMARK_MODELS_DIR, input_size: int | None = None) -> Path:
+    """A random-init paper backbone saved once (same seed, same file), so its ONNX is exported once."""
+    from build_engine import random_refiner
+
+    overrides = {"input_size": input_size} if input_size else {}
+    spec = paper_spec(short_name, CLASS_NAMES, **overrides)
+    path = Path(models_dir) / f"{spec.name}-random.safetensors"
+    if not path.is_file():
+        save_refiner(random_refiner(spec), path)
+    return path
+
+
+def random_boxes(rng: np.random.Generator, count: int, width: int, height: int) -> np.ndarray:
+    """Boxes with centres anywhere in the frame, so some windows leave it (the padded-crop path)."""
+    sides = rng.uniform(MIN_BOX_SIDE, MAX_BOX_SIDE, size=(count, 2)) * [1.0, 1.6]  # people are taller than wide
+    centres = rng.uniform([0, 0], [width, height], size=(count, 2))
+    return np.concatenate([centres - sides / 2, centres + sides / 2], axis=1)
+
+
+def measure(
+    backend: RefinerBackend, frame_size: tuple[int, int], count: int, frames: int, warmup: int, workers: int, seed: int
+) -> dict[str, float | None]:
+    """p50/p95 in ms of every stage over `frames` frames of `count` boxes, after `warmup` frames."""
+    spec = backend.spec
+    width, height = frame_size
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    frame = Frame(0, image, None, "benchmark")
+    single, pool = CpuCropper(spec.input_size, workers=1), CpuCropper(spec.input_size, workers=workers)
+    mapping = ClassMapping.by_name(CLASS_NAMES, spec.class_names)
+    refiner = FrameRefiner(backend, mapping, CpuCropper(spec.input_size, workers=workers))
+    on_cuda = getattr(backend, "device", "cpu") == "cuda"
+    samples: dict[str, list[float]] = defaultdict(list)
+    try:
+        for index in range(warmup + frames):
+            boxes = random_boxes(rng, count, width, height)
+            timings: dict[str, float] = {}
+            _, timings["crop"] = timed(prepare_crops, spec, image, boxes, single)
+            (windows, vectors, crops), timings["crop_pool"] = timed(prepare_crops, spec, image, boxes, pool)
+            outputs, timings["infer"] = timed(backend.refine, crops, vectors)
+            if on_cuda:
+                timings["h2d"], timings["d2h"] = transfer_ms(crops, outputs)
+            _, timings["decode"] = timed(decode_outputs, outputs, windows, refiner.policy)
+            detections = Detections(boxes, np.ones(count), np.zeros(count), CLASS_NAMES)
+            _, timings["overhead"] = timed(refiner, frame, detections)
+            if index >= warmup:
+                for stage, milliseconds in timings.items():
+                    samples[stage].append(milliseconds)
+    finally:
+        for cropper in (single, pool, refiner.cropper):
+            cropper.close()
+    summary: dict[str, float | None] = {}
+    for stage in STAGES:
+        summary[f"{stage}_ms_p50"], summary[f"{stage}_ms_p95"] = percentiles(samples.get(stage, []))
+    return summary
+
+
+def timed(function: Any, *args: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = function(*args)
+    return result, (time.perf_counter() - started) * 1000.0
+
+
+def prepare_crops(
+    spec: RefinerSpec, image: np.ndarray, boxes: np.ndarray, cropper: CpuCropper
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CPU preparation FrameRefiner.prepare does: windows, mixture vectors, pixel crops."""
+    windows = crop_windows(boxes, spec.padding)
+    vectors = mixture_vectors(np.zeros(len(boxes)), boxes, windows, spec.num_classes)
+    return windows, vectors, cropper.crop(image, windows)
+
+
+def decode_outputs(outputs: np.ndarray, windows: np.ndarray, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """What FrameRefiner.finish does after the backend call: frame boxes and the acceptance mask."""
+    return decode(outputs[:, :4], windows), accept_refined(outputs, policy)
+
+
+def transfer_ms(crops: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:
+    """Synchronised host-to-device time of the crop batch and device-to-host time of the outputs."""
+    import torch
+
+    torch.cuda.synchronize()
+    _, host_to_device = timed(lambda: (torch.from_numpy(crops).cuda(), torch.cuda.synchronize()))
+    device_outputs = torch.from_numpy(outputs).cuda()
+    torch.cuda.synchronize()
+    _, device_to_host = timed(device_outputs.cpu)
+    return host_to_device, device_to_host
+
+
+def percentiles(samples_ms: list[float]) -> tuple[float | None, float | None]:
+    if not samples_ms:
+        return None, None
+    p50, p95 = np.percentile(samples_ms, [50, 95])
+    return round(float(p50), 3), round(float(p95), 3)
+
+
+def latency_markdown(rows: list[dict[str, Any]]) -> str:
+    stage_rows = [
+        [row["backbone"], row["input_size"], row["boxes"]]
+        + [f"{fmt(row[f'{stage}_ms_p50'])} / {fmt(row[f'{stage}_ms_p95'])}" for stage in STAGES]
+        for row in rows
+    ]
+    header = ["model", "size", "boxes", *(f"{stage} p50/p95 ms" for stage in STAGES)]
+    return (
+        "## Per-stage latency per frame\n\n"
+        + markdown_table(header, stage_rows)
+        + "\n\n## Beside the paper (its figures are per image, box count unstated; ours at the box count nearest 8)\n\n"
+        + markdown_table(["figure", "paper", "ours (p50)", "ours / paper"], paper_comparison(rows))
+    )
+
+
+def paper_comparison(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Our figures beside the paper's: crop preparation, inference, overhead and the implied FPS."""
+    if not rows:
+        return []
+    target = min({row["boxes"] for row in rows}, key=lambda count: abs(count - 8))
+    by_model = {row["backbone"]: row for row in rows if row["boxes"] == target}
+    comparison: list[list[Any]] = []
+    for label, row in by_model.items():
+        prefix = f"{label}, {target} boxes:"
+        figures = [("crop preparation (1 thread)", PAPER_CROP_MS, row["crop_ms_p50"])]
+        figures.append(("crop preparation (pool)", PAPER_CROP_MS, row["crop_pool_ms_p50"]))
+        if label in PAPER_INFER_MS:
+            overhead = row["overhead_ms_p50"]
+            figures.append(("inference (paper: GPU)", PAPER_INFER_MS[label], row["infer_ms_p50"]))
+            figures.append(("overhead per frame (paper: crops + GPU)", PAPER_CROP_MS + PAPER_INFER_MS[label], overhead))
+            figures.append(("refinement-only FPS", PAPER_FPS[label], round(1000.0 / overhead, 1) if overhead else None))
+        comparison += [[f"{prefix} {name}", paper, ours, ratio(ours, paper)] for name, paper, ours in figures]
+    return comparison
+
+
+def ratio(ours: float | None, paper: float) -> float | None:
+    return None if ours is None else round(ours / paper, 3)
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -1,0 +1,273 @@
+"""Checkpoint (or a random-init paper backbone) -> ONNX -> TensorRT engine, each with a JSON sidecar.
+
+    python build_engine.py --refiner runs/x/refiner.safetensors [--max-batch 32] [--precision fp16|fp32] [--out engines/]
+    python build_engine.py --backbones b0,b1,b2,b3,b4 [--classes person]      # random-init: for speed benchmarks
+
+Per model: export <spec.name>.onnx (onnx.checker inside), run ONNX Runtime and torch on the same random
+crops (FP32 must agree to 1e-4), then, where tensorrt imports and a CUDA GPU exists, build
+<spec.name>.engine with one batch profile 1..max and a timing cache kept in the output folder, and
+compare the engine with torch too. Sidecars are <artifact>.json. Artifacts are overwritten: they
+are build outputs, reproducible from the checkpoint with the command stored in each sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.backends.base import BackendError, RefinerBackend
+from pipeline.backends.onnxruntime import OnnxRuntimeBackend
+from pipeline.backends.tensorrt import (
+    PRECISIONS,
+    BatchProfile,
+    TensorRTBackend,
+    build_engine_file,
+    gpu_identity,
+    strongly_typed,
+    tensorrt_version,
+)
+from pipeline.backends.torch import TorchBackend
+from pipeline.checkpoint import CheckpointError, load_refiner
+from pipeline.model import RefinerNet
+from pipeline.onnx_export import ENGINES_DIR, export_onnx, file_sha256, sidecar_path, write_sidecar
+from pipeline.spec import PAPER_BACKBONES, RefinerSpec, SpecError, paper_spec
+
+ONNX_TOLERANCE = 1e-4  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
+# Engines against FP32 torch: FP32 engines use TF32 convolutions by default, FP16 ones half precision.
+# Sanity bounds for a broken build (wrong channel order, wrong profile), not accuracy claims.
+ENGINE_TOLERANCE = {"fp32": 5e-3, "fp16": 5e-2}
+PARITY_BATCH = 8
+
+
+class ParityError(RuntimeError):
+    """A built artifact computes something other than the torch model it came from."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model came from, in the words of the command that rebuilds it."""
+
+    arguments: tuple[str, ...]
+    checkpoint: Path | None = None
+
+
+def random_inputs(spec: RefinerSpec, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random crops and plausible mixture vectors: one-hot class, centre near 0.5, size below 1."""
+    rng = np.random.default_rng(seed)
+    crops = rng.integers(0, 256, (batch, spec.input_size, spec.input_size, 3), dtype=np.uint8)
+    vectors = np.zeros((batch, spec.vector_size), dtype=np.float32)
+    vectors[np.arange(batch), rng.integers(0, spec.num_classes, batch)] = 1.0
+    vectors[:, spec.num_classes :] = rng.uniform(0.3, 0.7, (batch, spec.vector_size - spec.num_classes))
+    return crops, vectors
+
+
+def random_refiner(spec: RefinerSpec, seed: int = 0) -> RefinerNet:
+    """Random-init weights under which a parity check still means something.
+
+    Fresh EfficientNet statistics shrink the pooled features to ~1e-5 and the heads start almost
+    constant (at the input box, on purpose), so every backend would agree trivially. One train-mode
+    pass sets BatchNorm statistics from data; the heads are then redrawn from eval-mode features so
+    that logits are ~1: outputs move with the input without saturating the sigmoid.
+    """
+    torch.manual_seed(seed)
+    model = RefinerNet(spec).train()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+    with torch.no_grad():
+        crops, _ = random_inputs(spec, 2, seed)
+        model.backbone(model.normalise(torch.from_numpy(crops)))
+        model.eval()
+        # Measured on other images: features of unseen crops are what the heads will see.
+        crops, vectors = (torch.from_numpy(array) for array in random_inputs(spec, 2, seed + 1))
+        features = model.backbone(model.normalise(crops))
+        if model.mixture is not None:
+            features = features * model.mixture(vectors)
+        scale = 1.0 / (features.square().mean().sqrt().item() * math.sqrt(features.shape[1]))
+        for head in (model.box_head, model.quality_head):
+            if head is not None:
+                nn.init.normal_(head.weight, std=scale)
+    return model
+
+
+def engine_unavailable_reason() -> str | None:
+    if tensorrt_version() is None:
+        return "the tensorrt package is not importable here"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA GPU"
+    return None
+
+
+def package_versions() -> dict[str, str | None]:
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), **{name: installed(name) for name in ("torch", "timm", "onnx", "onnxruntime")}}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Random crops and the FP32 torch answer that every artifact of one model is compared with."""
+
+    crops: np.ndarray
+    vectors: np.ndarray
+    expected: np.ndarray
+
+    def difference(self, backend: RefinerBackend) -> float:
+        return float(np.abs(backend.refine(self.crops, self.vectors).astype(np.float64) - self.expected).max())
+
+
+def require_parity(artifact: Path, runtime: str, difference: float, tolerance: float) -> None:
+    """A build that computes something else is removed with its sidecar, never left behind for a backend."""
+    if difference > tolerance:
+        artifact.unlink()
+        sidecar_path(artifact).unlink(missing_ok=True)
+        raise ParityError(f"{runtime} differs from torch by {difference:.1e} (> {tolerance:.0e}); {artifact.name} removed")
+
+
+def build_all(models: Iterator[tuple[RefinerNet, Source]], options: argparse.Namespace) -> None:
+    options.out.mkdir(parents=True, exist_ok=True)
+    no_engine = engine_unavailable_reason()
+    for model, source in models:
+        build_one(model, source, options, build_engines=no_engine is None)
+    if no_engine:
+        print(f"no TensorRT engine built: {no_engine}; the ONNX files run with --backend onnxruntime")
+
+
+def build_one(model: RefinerNet, source: Source, options: argparse.Namespace, build_engines: bool) -> None:
+    spec = model.spec
+    crops, vectors = random_inputs(spec, min(PARITY_BATCH, options.max_batch), options.seed)
+    probe = Probe(crops, vectors, TorchBackend(model, "cpu", options.max_batch).refine(crops, vectors))
+    common = {
+        "spec": json.loads(spec.to_json()),
+        "max_batch": options.max_batch,
+        "checkpoint": None if source.checkpoint is None else str(source.checkpoint),
+        "checkpoint_sha256": None if source.checkpoint is None else file_sha256(source.checkpoint),
+        "versions": package_versions(),
+        "rebuild_command": rebuild_command(source, options),
+    }
+    started = time.perf_counter()
+    onnx_path = export_onnx(model, options.out / f"{spec.name}.onnx", options.max_batch)
+    seconds = time.perf_counter() - started
+    difference = probe.difference(OnnxRuntimeBackend(onnx_path, "cpu", options.max_batch, threads=os.cpu_count()))
+    print(f"{spec.name}: {_shown(onnx_path)} in {seconds:.1f} s; ONNX Runtime vs torch max |diff| {difference:.1e}")
+    require_parity(onnx_path, "ONNX Runtime", difference, ONNX_TOLERANCE)
+    onnx_fields = {"artifact": onnx_path.name, "precision": "fp32", "profile": None, "tensorrt": None, "gpu": None}
+    write_sidecar(
+        onnx_path, {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference}
+    )
+    if build_engines:
+        build_one_engine(model, onnx_path, common, options, probe)
+
+
+def build_one_engine(model: RefinerNet, onnx_path: Path, common: dict, options: argparse.Namespace, probe: Probe) -> None:
+    spec = model.spec
+    engine_path = options.out / f"{spec.name}.engine"
+    profile = BatchProfile(1, min(options.opt_batch, options.max_batch), options.max_batch)
+    device = torch.device("cuda")
+    gpu = gpu_identity(device)
+    timing_cache = options.out / f"timing-trt{tensorrt_version()}-sm{gpu['compute_capability'].replace('.', '')}.cache"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        source_onnx = onnx_path
+        if options.precision == "fp16" and strongly_typed():
+            source_onnx = export_onnx(model, Path(scratch) / f"{spec.name}-fp16.onnx", options.max_batch, fp16=True)
+        build_engine_file(source_onnx, engine_path, spec, options.precision, profile, timing_cache)
+    seconds = time.perf_counter() - started
+    engine_fields = {"artifact": engine_path.name, "precision": options.precision, "profile": profile._asdict()}
+    fields = {**common, **engine_fields, "tensorrt": tensorrt_version(), "gpu": gpu, "build_seconds": round(seconds, 2)}
+    write_sidecar(engine_path, fields)  # the backend reads the spec and the build machine from it
+    difference = probe.difference(TensorRTBackend(engine_path, device, options.max_batch))
+    print(
+        f"{spec.name}: {_shown(engine_path)} ({options.precision}, TensorRT {fields['tensorrt']}, {gpu['name']}) "
+        f"in {seconds:.1f} s; engine vs torch max |diff| {difference:.1e}"
+    )
+    require_parity(engine_path, f"the {options.precision} engine", difference, ENGINE_TOLERANCE[options.precision])
+    write_sidecar(engine_path, {**fields, "max_abs_difference_vs_torch": difference})
+
+
+def rebuild_command(source: Source, options: argparse.Namespace) -> str:
+    settings = {
+        "--max-batch": options.max_batch,
+        "--opt-batch": options.opt_batch,
+        "--precision": options.precision,
+        "--seed": options.seed,
+        "--out": options.out,
+    }
+    arguments = [*source.arguments, *(str(part) for setting in settings.items() for part in setting)]
+    return shlex.join(["python", "build_engine.py", *arguments])
+
+
+def _shown(path: Path) -> str:
+    return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
+
+
+def models_to_build(options: argparse.Namespace) -> Iterator[tuple[RefinerNet, Source]]:
+    """One model at a time, so five backbones never sit in memory together."""
+    if options.refiner is not None:
+        yield load_refiner(options.refiner), Source(("--refiner", str(options.refiner)), options.refiner)
+        return
+    classes = tuple(name.strip() for name in options.classes.split(",") if name.strip())
+    for short in options.backbones:
+        spec = paper_spec(short, classes)
+        yield random_refiner(spec, options.seed), Source(("--backbones", short, "--classes", ",".join(classes)))
+
+
+def parse_backbones(text: str) -> list[str]:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PAPER_BACKBONES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no paper backbone list; choose from {','.join(PAPER_BACKBONES)}")
+    return names
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--refiner", type=Path, help="trained refiner checkpoint (.safetensors)")
+    source.add_argument("--backbones", type=parse_backbones, help="random-init paper backbones, e.g. b0,b1,b2,b3,b4")
+    parser.add_argument("--classes", default="person", help="class names for --backbones, comma-separated (default: person)")
+    parser.add_argument("--max-batch", type=int, default=32, help="largest batch the engine accepts (default: 32)")
+    parser.add_argument("--opt-batch", type=int, default=8, help="batch TensorRT tunes for (default: 8, detections per frame)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="engine precision (default: fp16; ONNX is fp32)")
+    parser.add_argument("--out", type=Path, default=ENGINES_DIR, help="output folder (default: engines/)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random-init weights and parity crops")
+    options = parser.parse_args(argv)
+    if options.max_batch < 1 or options.opt_batch < 1:
+        parser.error("--max-batch and --opt-batch must be at least 1")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_arguments(argv)
+    try:
+        build_all(models_to_build(options), options)
+    except (CheckpointError, SpecError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (BackendError, ParityError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

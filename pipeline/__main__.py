@@ -1,0 +1,153 @@
+"""`python -m pipeline --source SRC ...`: detect and refine boxes on a video, camera, stream or folder.
+
+Errors are one line on stderr ("error: what went wrong; what to do") with exit code 2 for bad
+arguments or inputs, 1 for failures while running, 128 + signal number when interrupted
+(130 Ctrl+C, 143 SIGTERM). --debug adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.backends.base import BackendError
+from pipeline.class_mapping import ClassMappingError
+from pipeline.detectors import DetectorError
+from pipeline.refine import POLICIES
+from pipeline.run import BACKENDS, DEVICES, RunConfig, UsageError, run
+from pipeline.sources import SourceError
+from pipeline.spec import SpecError
+
+EXIT_USAGE, EXIT_FAILED, EXIT_SIGINT = 2, 1, 130
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    UsageError,
+    SourceError,
+    DetectorError,
+    ClassMappingError,
+    SpecError,
+    BackendError,
+    FileNotFoundError,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Detect objects and refine their boxes on a video, camera, stream or image folder.",
+        epilog="exit codes: 0 done, 1 failed while running, 2 bad arguments or inputs, 130 Ctrl+C, 143 SIGTERM",
+    )
+    parser.add_argument("--source", required=True, help="video file, camera index (0), rtsp/http URL, image folder, or 'demo'")
+    parser.add_argument(
+        "--detector", type=Path, help="YOLO model (.pt/.onnx/.engine) or saved detections (COCO results .json, MOT det.txt)"
+    )
+    parser.add_argument("--refiner", type=Path, help="refiner model (.safetensors, .onnx or .engine)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="refiner runtime (default: auto)")
+    parser.add_argument("--device", choices=DEVICES, help="default: cuda when available, else cpu")
+    parser.add_argument("--output", type=Path, help="new or empty folder for the results (default: runs/<timestamp>/)")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--no-refine", action="store_true", help="detector boxes only (a baseline run)")
+    parser.add_argument("--min-size", type=float, default=0.0, help="refine only boxes at least this many pixels wide and high")
+    parser.add_argument(
+        "--policy",
+        choices=POLICIES,
+        help="replace: always use refined boxes; gate: only where predicted IoU improves (default with IoU-predicting refiners)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="CPU crop threads (default: 2)")
+    parser.add_argument(
+        "--gpu-crops",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop on the device with torch (default: on with CUDA when the backend takes device tensors)",
+    )
+    parser.add_argument("--imgsz", type=int, default=640, help="detector input size (default: 640)")
+    parser.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold (default: 0.25)")
+    parser.add_argument(
+        "--coco-gt", type=Path, help="COCO ground truth json: class names and image ids for a COCO results --detector"
+    )
+    parser.add_argument("--queue-size", type=int, default=4, help="frames buffered between stages (default: 4)")
+    parser.add_argument("--show", action="store_true", help="show annotated frames in a window (q stops)")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        source=args.source,
+        detector=args.detector,
+        refiner=args.refiner,
+        backend=args.backend,
+        device=args.device,
+        output=args.output,
+        max_frames=args.max_frames,
+        refine=not args.no_refine,
+        min_size=args.min_size,
+        workers=args.workers,
+        show=args.show,
+        gpu_crops=args.gpu_crops,
+        imgsz=args.imgsz,
+        conf=args.conf,
+        coco_gt=args.coco_gt,
+        policy=args.policy,
+        queue_size=args.queue_size,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.source == "demo":
+            return _run_demo(args)
+        report = run(config_from_args(args))
+    except KeyboardInterrupt:  # Ctrl+C while models load, before the run's own handler is installed
+        print("error: interrupted before the run started", file=sys.stderr)
+        return EXIT_SIGINT
+    except Exception as error:  # every failure becomes one line and an exit code
+        return _fail(error, args.debug)
+    if report.exit_code:
+        if args.debug and report.failure is not None:
+            traceback.print_exception(report.failure.error)
+        print(f"error: {_first_line(report.summary['error'])}; finished frames are in {report.output_dir}", file=sys.stderr)
+    else:
+        print(f"{report.summary['frames']['processed']} frames written to {report.output_dir}", file=sys.stderr)
+    return report.exit_code
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    try:
+        from pipeline.demo import run_demo
+    except ModuleNotFoundError as error:
+        if error.name != "pipeline.demo":
+            raise
+        raise UsageError("this installation has no demo (pipeline/demo.py); pass a video, camera, URL or folder") from None
+    return run_demo(args) or 0
+
+
+def _is_input_error(error: BaseException) -> bool:
+    if isinstance(error, INPUT_ERRORS):
+        return True
+    checkpoint = sys.modules.get("pipeline.checkpoint")  # imported only if a refiner was loaded
+    return checkpoint is not None and isinstance(error, checkpoint.CheckpointError)
+
+
+def _fail(error: BaseException, debug: bool) -> int:
+    """Report an error that stopped the run before frames flowed; our own errors already say what to do."""
+    if debug:
+        traceback.print_exception(error)
+    if _is_input_error(error):
+        print(f"error: {_first_line(str(error))}", file=sys.stderr)
+        return EXIT_USAGE
+    hint = "" if debug else "; rerun with --debug for the traceback"
+    print(f"error: {type(error).__name__}: {_first_line(str(error))}{hint}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else "unknown error"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

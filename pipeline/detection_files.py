@@ -1,0 +1,139 @@
+"""Replay saved detections (COCO results JSON, MOT det.txt) as if a detector produced them.
+
+Replays make runs repeatable and let the refiner be measured on any detector's output without
+running that detector. Frames are matched to saved detections as follows:
+- MOT det.txt: frame numbers are 1-based, so frame index i reads the rows of frame i + 1.
+- COCO results: with a COCO ground-truth json (`--coco-gt`), a frame's image id is the id of the
+  GT image whose file_name is the longest trailing part of the frame's name (its path for image
+  folders, so "seq/img1/000001.jpg" matches ".../seq/img1/000001.jpg"; "<video name>#<index>" for
+  videos, as pipeline.synthetic writes them), and class names come from its categories. Without
+  it, image ids are frame index + 1 and class names are the category ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.detectors import Detections, DetectorError
+from pipeline.sources import Frame
+
+MOT_CLASS_NAMES = ("pedestrian",)  # MOTChallenge det.txt rows carry no class
+COCO_RESULT_KEYS = frozenset({"image_id", "category_id", "bbox", "score"})
+
+
+class ReplayDetector:
+    """Looks up the saved detections of each frame by a key derived from the frame."""
+
+    def __init__(
+        self, by_key: dict[int, Detections], class_names: tuple[str, ...], key_of: Callable[[Frame], int], description: str
+    ) -> None:
+        self.class_names = class_names
+        self.description = description
+        self._by_key = by_key
+        self._key_of = key_of
+        self._empty = Detections.empty(class_names)
+
+    def detect(self, frame: Frame) -> Detections:
+        return self._by_key.get(self._key_of(frame), self._empty)
+
+
+def open_detections_file(path: Path, coco_gt: Path | None = None) -> ReplayDetector:
+    path = Path(path)
+    if not path.is_file():
+        raise DetectorError(f"detections file {path} does not exist; check --detector")
+    if path.suffix.lower() == ".txt":
+        return load_mot_detections(path)
+    return load_coco_results(path, coco_gt)
+
+
+def load_mot_detections(path: Path) -> ReplayDetector:
+    """MOTChallenge det.txt: frame, id, left, top, width, height, score[, ...], frames 1-based."""
+    rows: dict[int, list[list[float]]] = defaultdict(list)
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = [float(v) for v in line.replace(" ", "").split(",")]
+        except ValueError:
+            values = []
+        if len(values) < 7:
+            raise DetectorError(f"{path}:{number} is not a MOT row (frame,id,x,y,w,h,score,...); fix or regenerate the file")
+        rows[int(values[0])].append(values[2:7])
+    tables = {frame_number: np.array(values) for frame_number, values in rows.items()}
+    by_frame = {
+        frame_number: Detections(_xyxy(table[:, :4]), table[:, 4], np.zeros(len(table)), MOT_CLASS_NAMES)
+        for frame_number, table in tables.items()
+    }
+    return ReplayDetector(by_frame, MOT_CLASS_NAMES, one_based_frame_number, f"MOT detections {path}")
+
+
+def load_coco_results(path: Path, coco_gt: Path | None = None) -> ReplayDetector:
+    """COCO results list [{image_id, category_id, bbox: [x, y, w, h], score}, ...]."""
+    results = _read_json(path)
+    if not isinstance(results, list) or not all(isinstance(r, dict) and r.keys() >= COCO_RESULT_KEYS for r in results):
+        raise DetectorError(f"{path} is not a COCO results list of {{image_id, category_id, bbox, score}}; check --detector")
+    if coco_gt is not None:
+        gt = _read_json(coco_gt)
+        if not isinstance(gt, dict):
+            raise DetectorError(f"{coco_gt} is not a COCO ground-truth json (images, categories); check --coco-gt")
+        categories = sorted((c["id"], c["name"]) for c in gt.get("categories", []))
+        image_ids = {image["file_name"]: image["id"] for image in gt.get("images", [])}
+        key_of = _gt_image_id(image_ids, coco_gt)
+    else:
+        categories = [(category_id, str(category_id)) for category_id in sorted({r["category_id"] for r in results})]
+        key_of = one_based_frame_number
+    if not categories:
+        raise DetectorError(f"no categories found for {path}; pass --coco-gt with a COCO ground-truth json")
+    class_index = {category_id: index for index, (category_id, _) in enumerate(categories)}
+    class_names = tuple(name for _, name in categories)
+    unknown = {r["category_id"] for r in results} - class_index.keys()
+    if unknown:
+        raise DetectorError(f"{path} uses category ids {sorted(unknown)} missing from {coco_gt}; use the matching GT json")
+    grouped: dict[int, list[dict]] = defaultdict(list)
+    for result in results:
+        grouped[result["image_id"]].append(result)
+    by_image = {
+        image_id: Detections(
+            _xyxy(np.array([r["bbox"] for r in rows], dtype=np.float64).reshape(-1, 4)),
+            np.array([r["score"] for r in rows]),
+            np.array([class_index[r["category_id"]] for r in rows]),
+            class_names,
+        )
+        for image_id, rows in grouped.items()
+    }
+    return ReplayDetector(by_image, class_names, key_of, f"COCO results {path}")
+
+
+def one_based_frame_number(frame: Frame) -> int:
+    """MOT frame numbers, and COCO image ids when no GT json says otherwise."""
+    return frame.index + 1
+
+
+def _xyxy(xywh: np.ndarray) -> np.ndarray:
+    boxes = np.array(xywh, dtype=np.float64)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
+
+
+def _gt_image_id(image_ids: dict[str, int], gt_path: Path) -> Callable[[Frame], int]:
+    def key_of(frame: Frame) -> int:
+        parts = Path(frame.name).parts
+        for start in range(len(parts)):
+            image_id = image_ids.get("/".join(parts[start:]))
+            if image_id is not None:
+                return image_id
+        raise DetectorError(f"frame {frame.name!r} is not an image of {gt_path}; pass the GT json of this source")
+
+    return key_of
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DetectorError(f"cannot read {path} as JSON ({error}); check the path") from error

@@ -1,0 +1,120 @@
+"""Detectors: one frame in, one validated `Detections` out, whatever produced the boxes.
+
+The refiner does not care where boxes come from, so the pipeline talks to a two-member
+interface (`class_names`, `detect(frame)`). Implementations: any Ultralytics YOLO model file
+(here) and replays of saved detections (pipeline.detection_files), which make runs repeatable
+and let the refiner be measured on another detector's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.sources import Frame
+
+DETECTION_FILE_SUFFIXES = (".json", ".txt")
+
+
+class DetectorError(ValueError):
+    """A detector cannot be loaded: missing or unreadable model or detections file."""
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes of one frame in the detector's own class space.
+
+    boxes (N, 4) float32 x1, y1, x2, y2 in frame pixels; scores (N,) float32; class_ids (N,) int64
+    indexing `class_names`.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        boxes = np.asarray(self.boxes, dtype=np.float32)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        class_ids = np.asarray(self.class_ids, dtype=np.int64).reshape(-1)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"detection boxes must be (N, 4); got {boxes.shape}")
+        if not len(boxes) == len(scores) == len(class_ids):
+            raise ValueError(f"detections disagree in length: {len(boxes)} boxes, {len(scores)} scores, {len(class_ids)} classes")
+        if not self.class_names:
+            raise ValueError("detections need the detector's class names")
+        if len(class_ids) and (class_ids.min() < 0 or class_ids.max() >= len(self.class_names)):
+            raise ValueError(f"class ids must lie in 0..{len(self.class_names) - 1}; got {class_ids.min()}..{class_ids.max()}")
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "class_ids", class_ids)
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def empty(cls, class_names: tuple[str, ...]) -> Detections:
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0), class_names)
+
+
+class Detector(Protocol):
+    """What the pipeline needs from a detector."""
+
+    class_names: tuple[str, ...]
+
+    def detect(self, frame: Frame) -> Detections: ...
+
+
+class UltralyticsDetector:
+    """Any model Ultralytics' YOLO() loads (.pt, .onnx, .engine, ...), set up to never go online."""
+
+    def __init__(self, model_path: Path, imgsz: int = 640, conf: float = 0.25, device: str | None = None) -> None:
+        from pipeline.ultralytics_offline import import_ultralytics
+
+        model_path = Path(model_path)
+        if not model_path.exists():
+            raise DetectorError(f"detector {model_path} does not exist; pass --detector with a YOLO model file")
+        ultralytics = import_ultralytics()
+        self._options = {"imgsz": imgsz, "conf": conf, "device": _ultralytics_device(device), "verbose": False}
+        try:
+            self._model = ultralytics.YOLO(str(model_path), task="detect")
+            names = self._model.names
+            # The first predict sets the model up (seconds): do it here, not as the first frame's latency.
+            self._model.predict(np.zeros((imgsz, imgsz, 3), np.uint8), **self._options)
+        except Exception as error:  # Ultralytics raises many types for an unreadable model or a bad device
+            raise DetectorError(
+                f"Ultralytics cannot run {model_path} on device {device or 'auto'} ({error}); is it a YOLO detection model?"
+            ) from error
+        self.class_names = tuple(names[i] for i in sorted(names))
+        self.description = str(model_path)
+
+    def detect(self, frame: Frame) -> Detections:
+        boxes = self._model.predict(frame.image, **self._options)[0].boxes
+        return Detections(
+            boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy().astype(np.int64), self.class_names
+        )
+
+
+def open_detector(
+    path: Path, imgsz: int = 640, conf: float = 0.25, device: str | None = None, coco_gt: Path | None = None
+) -> Detector:
+    """A detections file (.json COCO results, .txt MOT det.txt) is replayed; anything else goes to Ultralytics."""
+    path = Path(path)
+    if path.suffix.lower() in DETECTION_FILE_SUFFIXES:
+        from pipeline.detection_files import open_detections_file
+
+        return open_detections_file(path, coco_gt)
+    return UltralyticsDetector(path, imgsz=imgsz, conf=conf, device=device)
+
+
+def _ultralytics_device(device: str | None) -> str | None:
+    """Our device names ("cpu", "cuda", "cuda:1") in the spelling Ultralytics expects ("cpu", "0", "1")."""
+    if device is None or device == "cpu":
+        return device
+    return device.split(":", 1)[1] if ":" in device else "0"

@@ -1,0 +1,284 @@
+"""Wire a run together: source -> detect -> crop -> refine -> write, outputs and summary.
+
+Everything that can be checked before the first frame (paths, models, class mapping, output
+folder) is checked first and raises `UsageError`-like errors, so a bad argument never leaves a
+half-made run folder. Once frames flow, summary.json is written whatever happens: at the end,
+on the first stage failure, and on Ctrl+C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from pipeline.backends import KINDS as BACKENDS
+from pipeline.class_mapping import ClassMapping
+from pipeline.detectors import Detector, open_detector
+from pipeline.refine import POLICIES, FrameRefiner, FrameResult, Policy, RefinedDetections, RefineStatus, takes_device_tensors
+from pipeline.sinks import AnnotatedVideoSink, JsonlSink, ProgressSink, Sink, WindowSink, display_available, write_summary
+from pipeline.sources import Frame, FrameSource, open_source
+from pipeline.stages import Stage, StageFailure, StagePipeline
+
+DEVICES = ("cpu", "cuda")
+STOP_GRACE_SECONDS = 2.0  # how long stages get to finish after a stop before we write and leave
+EXIT_OK, EXIT_FAILED = 0, 1
+DETECTIONS_FILE, VIDEO_FILE, SUMMARY_FILE = "detections.jsonl", "annotated.mp4", "summary.json"
+
+
+class UsageError(ValueError):
+    """A run cannot start with these arguments; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; the CLI's flags map one to one onto these fields."""
+
+    source: str
+    detector: Path | None = None
+    refiner: Path | None = None
+    backend: str = "auto"
+    device: str | None = None  # None: CUDA when available, else CPU
+    output: Path | None = None  # None: runs/<timestamp>/
+    max_frames: int | None = None
+    refine: bool = True
+    min_size: float = 0.0
+    workers: int = 2
+    show: bool = False
+    gpu_crops: bool | None = None  # None: on with CUDA when the backend takes device tensors
+    imgsz: int = 640
+    conf: float = 0.25
+    coco_gt: Path | None = None
+    policy: Policy | None = None  # None: the refiner's default (gate when it predicts IoU)
+    queue_size: int = 4
+    max_batch: int = 32
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.refine and self.refiner is None:
+            raise UsageError("no refiner given; pass --refiner MODEL (.safetensors, .onnx or .engine) or --no-refine")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.device is not None and self.device not in DEVICES:
+            raise UsageError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if self.policy is not None and self.policy not in POLICIES:
+            raise UsageError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UsageError("--max-frames must be at least 1")
+        for name in ("workers", "queue_size", "max_batch", "imgsz"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.min_size < 0:
+            raise UsageError("--min-size must be non-negative")
+
+
+@dataclass(frozen=True)
+class RunReport:
+    exit_code: int
+    summary: dict[str, Any]
+    output_dir: Path
+    failure: StageFailure | None  # the first stage exception, for --debug tracebacks
+
+
+def run(config: RunConfig, detector: Detector | None = None) -> RunReport:
+    """Run the pipeline; `detector` overrides config.detector (tests, the demo)."""
+    output_dir = choose_output_dir(config.output)
+    device = resolve_device(config.device)
+    source = open_source(config.source)
+    detector = detector or _open_detector(config, device)
+    refiner = _open_refiner(config, detector, device) if config.refine else None
+    setup = {
+        "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "source": {"description": source.description, "live": source.live, "fps": source.fps, "frame_count": source.frame_count},
+        "detector": {
+            "description": getattr(detector, "description", type(detector).__name__),
+            "class_names": list(detector.class_names),
+        },
+        "refiner": _refiner_summary(config, refiner, device),
+        "device": device,
+        "outputs": {"detections": DETECTIONS_FILE, "video": VIDEO_FILE},
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    sinks: list[Sink] = [JsonlSink(output_dir / DETECTIONS_FILE), AnnotatedVideoSink(output_dir / VIDEO_FILE, source.fps)]
+    counts: Counter = Counter()
+    pipeline = StagePipeline(
+        islice(source, config.max_frames), _stages(detector, refiner, sinks, counts), config.queue_size, live=source.live
+    )
+    sinks.extend(_optional_sinks(config, source, pipeline))
+    started = time.perf_counter()
+    signals = _run_until_done(pipeline)
+    summary = {**setup, **_results(pipeline, signals, time.perf_counter() - started, counts)}
+    try:
+        # A stage still stuck in a call may be using these; the process exit releases them instead.
+        if not summary["unfinished_stages"]:
+            _close_all([*sinks, *((refiner.cropper, refiner.backend) if refiner else ())])
+    finally:
+        write_summary(output_dir / SUMMARY_FILE, summary)
+    return RunReport(summary["exit_code"], summary, output_dir, pipeline.failure)
+
+
+def choose_output_dir(requested: Path | None) -> Path:
+    """The requested folder if new or empty, else a fresh runs/<timestamp>[-n]/; never an old run."""
+    if requested is not None:
+        requested = Path(requested)
+        if requested.exists() and (not requested.is_dir() or any(requested.iterdir())):
+            raise UsageError(f"output {requested} already exists and is not empty; choose a new --output folder")
+        return requested
+    stem = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, suffix = stem, 1
+    while candidate.exists():
+        candidate, suffix = stem.with_name(f"{stem.name}-{suffix}"), suffix + 1
+    return candidate
+
+
+def resolve_device(device: str | None) -> str:
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _open_detector(config: RunConfig, device: str) -> Detector:
+    if config.detector is None:
+        raise UsageError("no detector given; pass --detector with a YOLO model or a detections file")
+    return open_detector(config.detector, imgsz=config.imgsz, conf=config.conf, device=device, coco_gt=config.coco_gt)
+
+
+def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRefiner:
+    from pipeline.backends import open_backend
+    from pipeline.crop_ring import CropperRing
+
+    backend = open_backend(config.backend, Path(config.refiner), device, max_batch=config.max_batch)
+    mapping = ClassMapping.by_name(detector.class_names, backend.spec.class_names)
+    # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
+    use_gpu_crops = config.gpu_crops if config.gpu_crops is not None else device == "cuda" and takes_device_tensors(backend)
+    if use_gpu_crops:
+        from pipeline.gpu_crops import GpuCropper
+
+        cropper = GpuCropper(backend.spec.input_size, getattr(backend, "device", device))
+    else:
+        cropper = CropperRing(backend.spec.input_size, config.workers, config.queue_size)
+    try:
+        return FrameRefiner(backend, mapping, cropper, min_size=config.min_size, policy=config.policy)
+    except ValueError as error:  # e.g. --policy gate with a refiner that does not predict IoU
+        raise UsageError(str(error)) from error
+
+
+def _optional_sinks(config: RunConfig, source: FrameSource, pipeline: StagePipeline) -> list[Sink]:
+    sinks: list[Sink] = []
+    if config.show:
+        if display_available():
+            sinks.append(WindowSink(pipeline.stop))
+        else:
+            print("warning: --show ignored: no display found (DISPLAY is not set)", file=sys.stderr, flush=True)
+    if config.progress:
+        total = source.frame_count
+        if total is not None and config.max_frames is not None:
+            total = min(total, config.max_frames)
+        sinks.append(ProgressSink(total, lambda: pipeline.frames_dropped))
+    return sinks
+
+
+def _stages(detector: Detector, refiner: FrameRefiner | None, sinks: list[Sink], counts: Counter) -> list[Stage]:
+    def write(result: FrameResult) -> None:
+        for sink in sinks:
+            sink.write(result)
+        counts.update(str(status) for status in result.objects.status)
+
+    if refiner is None:
+
+        def detect_only(frame: Frame) -> FrameResult:
+            return FrameResult(frame, RefinedDetections.untouched(detector.detect(frame), RefineStatus.DISABLED))
+
+        return [Stage("detect", detect_only), Stage("write", write)]
+
+    return [
+        Stage("detect", lambda frame: (frame, detector.detect(frame))),
+        Stage("crop", lambda pair: (pair[0], refiner.prepare(*pair))),
+        Stage("refine", lambda pair: FrameResult(pair[0], refiner.finish(pair[1]))),
+        Stage("write", write),
+    ]
+
+
+def _run_until_done(pipeline: StagePipeline) -> list[int]:
+    """Run to the end, a failure or a signal; after a stop, stages get STOP_GRACE_SECONDS. Returns signals seen."""
+    with _stop_on_signals(pipeline) as signals:
+        pipeline.start()
+        while not pipeline.wait(timeout=0.1):
+            if pipeline.stop_event.is_set():
+                pipeline.wait(timeout=STOP_GRACE_SECONDS)
+                break
+    return signals
+
+
+@contextmanager
+def _stop_on_signals(pipeline: StagePipeline) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM stop the pipeline (instead of killing the process) while the run is on."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handle(signum: int, _frame: object) -> None:
+        received.append(signum)
+        pipeline.stop()
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _results(pipeline: StagePipeline, signals: list[int], elapsed: float, counts: Counter) -> dict[str, Any]:
+    """The run's outcome for summary.json; a signal wins over a stage failure, which wins over success."""
+    if signals:
+        exit_code, status, error = 128 + signals[0], "interrupted", f"interrupted by {signal.Signals(signals[0]).name}"
+    elif pipeline.failure is not None:
+        exit_code, status, error = EXIT_FAILED, "failed", str(pipeline.failure)
+    elif pipeline.stop_event.is_set():
+        exit_code, status, error = EXIT_OK, "stopped", None  # the window's q key
+    else:
+        exit_code, status, error = EXIT_OK, "completed", None
+    return {
+        "status": status,
+        "error": error,
+        "exit_code": exit_code,
+        "elapsed_s": round(elapsed, 3),
+        "fps": round(pipeline.frames_done / elapsed, 3) if elapsed > 0 else None,
+        "frames": {"read": pipeline.frames_read, "processed": pipeline.frames_done, "dropped": pipeline.frames_dropped},
+        "latency_ms": {name: recorder.summary() for name, recorder in pipeline.latency.items()},
+        "objects": dict(counts),
+        "unfinished_stages": pipeline.running_stages(),
+    }
+
+
+def _refiner_summary(config: RunConfig, refiner: FrameRefiner | None, device: str) -> dict[str, Any] | None:
+    if refiner is None:
+        return None
+    return {
+        "path": str(config.refiner),
+        "backend": refiner.backend.name,
+        "device": device,
+        "spec": asdict(refiner.spec),
+        "policy": refiner.policy,
+        "min_size": refiner.min_size,
+        "class_mapping": refiner.mapping.describe(),
+        "cropper": type(refiner.cropper).__name__,
+    }
+
+
+def _close_all(resources: list[Any]) -> None:
+    for resource in resources:
+        resource.close()

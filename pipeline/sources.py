@@ -1,0 +1,131 @@
+"""Frame sources: video files, image folders, cameras and network streams behind one iterator.
+
+Every source yields `Frame`s in order. File-like sources (videos, image folders) are *lossless*:
+the pipeline blocks the reader when it falls behind. Cameras and URLs are *live*: they do not
+wait for us, so the pipeline drops the oldest queued frame instead (see pipeline.stages).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+class SourceError(ValueError):
+    """A source cannot be opened or read: missing path, unreadable file, camera or stream down."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame and where it came from.
+
+    `name` identifies the frame in annotation files: the image's path for image folders and
+    "<video file name>#<index>" for videos (the convention of pipeline.synthetic's COCO files).
+    """
+
+    index: int
+    image: np.ndarray  # H x W x 3 uint8 BGR, as OpenCV decodes it
+    timestamp: float | None  # seconds: media time for videos, wall clock for live; None for images or unknown fps
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.index < 0:
+            raise ValueError(f"frame index must be non-negative; got {self.index}")
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise ValueError(f"frame image must be H x W x 3 uint8 BGR; got {self.image.dtype} {self.image.shape}")
+
+
+class FrameSource(ABC):
+    """Base of every source: iterate for frames; `live` tells the pipeline whether it may drop."""
+
+    live: bool = False
+    fps: float | None = None
+    frame_count: int | None = None  # known length (for a progress bar), None for streams
+    description: str = ""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Frame]: ...
+
+
+class CaptureSource(FrameSource):
+    """Anything cv2.VideoCapture opens: a video file, a camera index or a stream URL."""
+
+    def __init__(self, target: str | int, live: bool) -> None:
+        self._target = target
+        self.live = live
+        self.description = f"camera {target}" if isinstance(target, int) else str(target)
+        capture = cv2.VideoCapture(target)
+        if not capture.isOpened():
+            raise SourceError(f"cannot open {self.description}; {_open_hint(target)}")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if np.isfinite(fps) and 0 < fps < 1000 else None
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 and not live else None
+        self._capture = capture
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Yield frames until the capture ends; the capture is released when iteration stops."""
+        capture, self._capture = self._capture, None
+        if capture is None:
+            raise SourceError(f"{self.description} can be read only once")
+        stem = Path(str(self._target)).name
+        try:
+            index = 0
+            while True:
+                ok, image = capture.read()
+                if not ok:
+                    return
+                timestamp = time.time() if self.live else (index / self.fps if self.fps else None)
+                yield Frame(index, image, timestamp, f"{stem}#{index}")
+                index += 1
+        finally:
+            capture.release()
+
+
+class ImageFolderSource(FrameSource):
+    """The images of one folder, in file-name order (name them with zero-padded numbers)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self._paths:
+            raise SourceError(f"folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point --source at images")
+        self.frame_count = len(self._paths)
+        self.description = str(folder)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self._paths):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise SourceError(f"cannot decode image {path}; remove or replace the file")
+            yield Frame(index, image, None, str(path))
+
+
+def open_source(text: str) -> FrameSource:
+    """Open SRC as the CLI reads it: digits = camera, URL = live stream, folder = images, else a video."""
+    if text.isdigit():
+        return CaptureSource(int(text), live=True)
+    if text.lower().startswith(URL_SCHEMES):
+        return CaptureSource(text, live=True)
+    path = Path(text)
+    if path.is_dir():
+        return ImageFolderSource(path)
+    if path.is_file():
+        return CaptureSource(str(path), live=False)
+    raise SourceError(f"source {text!r} is not a video file, image folder, camera index or URL; check the path")
+
+
+def _open_hint(target: str | int) -> str:
+    if isinstance(target, int):
+        return "check the camera is connected and not used by another program"
+    if str(target).lower().startswith(URL_SCHEMES):
+        return "check the URL and that the stream is reachable"
+    return "is it a video OpenCV can decode (mp4, avi, mkv)?"

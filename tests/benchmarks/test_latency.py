@@ -1,0 +1,41 @@
+"""The latency benchmark end to end on a tiny random refiner: one frame, documented keys in the JSON."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.__main__ import main
+from benchmarks.latency import STAGES
+from build_engine import random_refiner
+from pipeline.onnx_export import export_onnx
+from pipeline.spec import RefinerSpec
+
+TINY = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=("person",))
+
+
+def test_latency_writes_every_documented_key_per_box_count(tmp_path):
+    model = export_onnx(random_refiner(TINY), tmp_path / "tiny.onnx", max_batch=4)
+    out = tmp_path / "latency.json"
+    main(
+        [
+            "latency",
+            "--refiner",
+            str(model),
+            "--out",
+            str(out),
+            *["--boxes", "1,3", "--frames", "1", "--warmup", "1", "--frame", "160x120"],
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert [row["boxes"] for row in report["results"]] == [1, 3]
+    for row in report["results"]:
+        for stage in STAGES:
+            assert f"{stage}_ms_p50" in row and f"{stage}_ms_p95" in row
+        for stage in ("crop", "crop_pool", "infer", "decode", "overhead"):
+            assert row[f"{stage}_ms_p50"] > 0
+        assert row["input_size"] == 64
+        if report["settings"]["device"] == "cpu":  # transfers are measured on CUDA only
+            assert row["h2d_ms_p50"] is None and row["d2h_ms_p50"] is None
+    assert report["machine"]["cores"] and report["versions"]["onnxruntime"]
+    assert report["command"].startswith("python -m benchmarks latency")
+    assert out.with_suffix(".md").read_text().startswith("# Refinement latency")

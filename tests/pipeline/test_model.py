@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline.model import RefinerNet
+from pipeline.spec import RefinerSpec
+
+TINY = dict(backbone="mobilenetv3_small_050", input_size=64, class_names=("a", "b"))
+
+
+def test_outputs_are_sigmoid_boxes_and_quality():
+    model = RefinerNet(RefinerSpec(**TINY)).eval()
+    crops = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    out = model(crops, torch.rand(3, model.spec.vector_size))
+    assert out.shape == (3, 6) and ((out > 0) & (out < 1)).all()
+
+
+def test_untrained_model_starts_at_the_padded_input_box():
+    spec = RefinerSpec(**TINY, padding=0.25)
+    model = RefinerNet(spec).eval()
+    out = model(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8), torch.rand(2, spec.vector_size))
+    inner = 0.25 / 1.5
+    np.testing.assert_allclose(out[:, :4].detach().numpy(), [[inner, inner, 1 - inner, 1 - inner]] * 2, atol=0.02)
+
+
+def test_naive_variant_ignores_the_mixture_vector():
+    model = RefinerNet(RefinerSpec(**TINY, use_mixture=False, predicts_iou=False)).eval()
+    crops = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    a = model(crops, torch.zeros(2, model.spec.vector_size))
+    b = model(crops, torch.ones(2, model.spec.vector_size))
+    assert a.shape == (2, 4) and torch.equal(a, b)
+
+
+def test_normalisation_is_inside_the_graph():
+    """A BGR uint8 crop must equal the RGB-normalised float tensor timm expects."""
+    model = RefinerNet(RefinerSpec(**TINY)).eval()
+    crops = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    rgb = crops.flip(-1).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(model.spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.spec.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(model.normalise(crops), (rgb - mean) / std, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_b0", "mobilenetv3_large_100", "resnet18"])
+def test_any_timm_backbone_builds(backbone):
+    model = RefinerNet(RefinerSpec(backbone=backbone, input_size=64, class_names=("a",))).eval()
+    out = model(torch.zeros(1, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, model.spec.vector_size))
+    assert out.shape == (1, 6)

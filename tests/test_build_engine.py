@@ -1,0 +1,68 @@
+"""build_engine.py: ONNX + sidecar per backbone with the ORT-vs-torch difference printed; bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import build_engine
+from build_engine import main, random_refiner
+from pipeline.backends.tensorrt import tensorrt_version
+from pipeline.checkpoint import save_refiner
+from pipeline.onnx_export import file_sha256, read_onnx_spec, read_sidecar
+from pipeline.spec import RefinerSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "build_engine.py", *arguments], cwd=REPO, check=False, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_random_backbone_builds_onnx_with_sidecar_and_reports_parity(tmp_path):
+    result = run_cli("--backbones", "b0", "--max-batch", "4", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    onnx_path = tmp_path / "refiner-efficientnet_b0-224.onnx"
+    assert read_onnx_spec(onnx_path).backbone == "efficientnet_b0"
+    sidecar = read_sidecar(onnx_path)
+    assert sidecar["precision"] == "fp32" and sidecar["max_batch"] == 4 and sidecar["tensorrt"] is None
+    assert sidecar["max_abs_difference_vs_torch"] <= build_engine.ONNX_TOLERANCE
+    assert set(sidecar["versions"]) >= {"torch", "onnx", "onnxruntime"}
+    assert sidecar["rebuild_command"].startswith("python build_engine.py --backbones b0 --classes person")
+    assert "ONNX Runtime vs torch max |diff|" in result.stdout
+    if tensorrt_version() is None:
+        assert result.stdout.count("no TensorRT engine built: the tensorrt package is not importable") == 1
+
+
+def test_checkpoint_builds_under_its_spec_name(tmp_path, capsys):
+    spec = RefinerSpec(backbone="efficientnet_b0", input_size=128, class_names=("person", "car"))
+    checkpoint = save_refiner(random_refiner(spec), tmp_path / "trained.safetensors")
+    assert main(["--refiner", str(checkpoint), "--out", str(tmp_path / "out"), "--precision", "fp32"]) == 0
+    sidecar = read_sidecar(tmp_path / "out" / f"{spec.name}.onnx")
+    assert sidecar["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert json.dumps(sidecar["spec"], sort_keys=True) == spec.to_json()
+    assert f"--refiner {checkpoint}" in sidecar["rebuild_command"] and "--precision fp32" in sidecar["rebuild_command"]
+    assert f"{spec.name}: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [None, b"not a safetensors file"], ids=["missing", "corrupt"])
+def test_bad_checkpoint_is_one_line_and_non_zero(tmp_path, content):
+    checkpoint = tmp_path / "refiner.safetensors"
+    if content is not None:
+        checkpoint.write_bytes(content)
+    result = run_cli("--refiner", str(checkpoint), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unknown_backbone_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--backbones", "b0,b9"])
+    assert exit_info.value.code == 2 and "choose from b0,b1,b2,b3,b4" in capsys.readouterr().err

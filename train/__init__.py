@@ -1,0 +1,1 @@
+"""Training BBRefinement refiners on any COCO-format dataset (`python -m train`)."""

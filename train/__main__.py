@@ -1,0 +1,89 @@
+"""`python -m train`: train a refiner on any COCO-format dataset.
+
+Example (the committed person refiner; see engines/README.md for the exact command):
+    python -m train --annotations A.json --images DIR --backbone efficientnet_b0 --input-size 160 \
+        --out engines/refiner-person-efficientnet_b0-160.safetensors --time-limit 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline.spec import PAPER_BACKBONES, RefinerSpec
+from train.augment import AugmentConfig
+from train.data import DatasetError, load_images
+from train.loop import TrainConfig, config_summary, train
+from train.losses import BOX_LOSSES
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    parser.add_argument("--annotations", type=Path, required=True, help="COCO-format annotations JSON")
+    parser.add_argument("--images", type=Path, required=True, help="folder the file_name entries are relative to")
+    parser.add_argument("--out", type=Path, required=True, help="output .safetensors (best model); .state.pt and .log.jsonl go beside it")
+    parser.add_argument("--backbone", default="b0", help="b0..b4 (paper's EfficientNets) or any timm model name")
+    parser.add_argument("--input-size", type=int, help="crop side in px (default: the backbone's native size)")
+    parser.add_argument("--padding", type=float, default=0.15, help="inference padding per side, fraction of the box")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--boxes-per-image", type=int, default=1, help="random boxes per image per epoch (paper: 1)")
+    parser.add_argument("--loss", choices=sorted(BOX_LOSSES), default="iou")
+    parser.add_argument("--optimizer", choices=("adadelta", "adamw"), default="adadelta", help="paper: adadelta")
+    parser.add_argument("--lr", type=float, help="learning rate (default: 1.0 for adadelta, 1e-3 for adamw)")
+    parser.add_argument("--early-stop", type=int, default=6, help="stop after this many epochs without a better val IoU")
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--val-boxes", type=int, default=1500)
+    parser.add_argument("--min-box-size", type=float, default=4.0, help="skip GT boxes narrower or shorter than this (px)")
+    parser.add_argument("--jitter", type=float, nargs=2, default=(0.005, 0.25), metavar=("MIN", "MAX"),
+                        help="range of the log-uniform detector-error sigma, fraction of box size")
+    parser.add_argument("--no-mixture", action="store_true", help="the paper's naive refiner (image only), for the ablation")
+    parser.add_argument("--no-quality", action="store_true", help="no IoU-prediction head (the paper's 4-output model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="data-loader processes")
+    parser.add_argument("--time-limit", type=float, help="stop after the epoch that passes this many minutes")
+    parser.add_argument("--limit-images", type=int, help="use at most this many images per split (quick runs)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT's .state.pt")
+    return parser.parse_args(argv)
+
+
+def build_spec(args: argparse.Namespace, class_names: tuple[str, ...]) -> RefinerSpec:
+    backbone, native = PAPER_BACKBONES.get(args.backbone.lower(), (args.backbone, 224))
+    return RefinerSpec(backbone=backbone, input_size=args.input_size or native, class_names=class_names,
+                       padding=args.padding, use_mixture=not args.no_mixture, predicts_iou=not args.no_quality)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        load = dict(annotations=args.annotations, images_dir=args.images, val_fraction=args.val_fraction,
+                    min_size=args.min_box_size, limit=args.limit_images)
+        train_images, class_names = load_images(split="train", **load)
+        val_images, _ = load_images(split="val", **load)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    config = TrainConfig(
+        spec=build_spec(args, class_names), out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+        boxes_per_image=args.boxes_per_image, loss=args.loss, optimizer=args.optimizer,
+        learning_rate=args.lr or (1.0 if args.optimizer == "adadelta" else 1e-3), seed=args.seed, workers=args.workers,
+        time_limit_minutes=args.time_limit, early_stop_patience=args.early_stop, val_boxes=args.val_boxes, device=args.device, resume=args.resume,
+        augment=AugmentConfig(jitter_min=args.jitter[0], jitter_max=args.jitter[1]),
+    )
+    print(f"train: {len(train_images)} images, val: {len(val_images)} images, classes: {', '.join(class_names)}", flush=True)
+    print(json.dumps(config_summary(config), default=str), flush=True)
+    best = train(config, train_images, val_images)
+    print(f"best epoch: {json.dumps(best)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

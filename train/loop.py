@@ -1,0 +1,205 @@
+"""The training loop: AdaDelta, reduce-on-plateau, early stopping, resumable, optionally DDP.
+
+Every epoch ends with a validation pass at inference conditions (fixed padding, no photometric
+changes) reporting mean IoU of the distorted input boxes, of the refined boxes, and of the boxes
+the quality gate keeps, so a log line says at once whether refining helps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from pipeline.checkpoint import save_refiner
+from pipeline.model import RefinerNet
+from pipeline.spec import RefinerSpec
+from train.augment import AugmentConfig, Sample, make_sample
+from train.data import AnnotatedImage
+from train.losses import BOX_LOSSES, paired_iou, quality_loss
+
+# The paper's AdaDelta (lr 1.0); AdamW (lr ~1e-3) converges faster from scratch on a CPU budget.
+OPTIMIZERS = {"adadelta": torch.optim.Adadelta, "adamw": torch.optim.AdamW}
+
+
+@dataclass
+class TrainConfig:
+    spec: RefinerSpec
+    out: Path
+    epochs: int = 60
+    batch_size: int = 32
+    boxes_per_image: int = 1
+    loss: str = "iou"
+    optimizer: str = "adadelta"
+    learning_rate: float = 1.0
+    plateau_patience: int = 2
+    early_stop_patience: int = 6
+    seed: int = 0
+    workers: int = 0
+    time_limit_minutes: float | None = None
+    val_boxes: int = 1500
+    device: str = "cpu"
+    resume: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+class RandomBoxes(Dataset):
+    """Per epoch, `boxes_per_image` random boxes from every image, freshly augmented.
+
+    The random stream depends only on (seed, epoch, index), so results do not depend on the
+    number of loader workers or on resuming.
+    """
+
+    def __init__(self, images: list[AnnotatedImage], spec: RefinerSpec, config: TrainConfig) -> None:
+        self.images, self.spec, self.config, self.epoch = images, spec, config, 0
+
+    def __len__(self) -> int:
+        return len(self.images) * self.config.boxes_per_image
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        rng = np.random.default_rng([self.config.seed, self.epoch, index])
+        image = self.images[index % len(self.images)]
+        which = rng.integers(len(image.boxes))
+        sample = make_sample(
+            rng, image.pixels, image.boxes[which], int(image.class_ids[which]),
+            self.spec.num_classes, self.spec.input_size, self.config.augment,
+        )
+        return as_arrays(sample)
+
+
+def as_arrays(sample: Sample) -> tuple[np.ndarray, ...]:
+    return sample.crop, sample.vector.astype(np.float32), sample.target.astype(np.float32), sample.input_box.astype(np.float32)
+
+
+def validation_set(images: list[AnnotatedImage], spec: RefinerSpec, config: TrainConfig) -> list[torch.Tensor]:
+    """A fixed set of val samples under inference conditions, built once."""
+    samples = []
+    for index, image in enumerate(images):
+        for which in range(len(image.boxes)):
+            rng = np.random.default_rng([config.seed, 10_000_019, index, which])
+            samples.append(as_arrays(make_sample(
+                rng, image.pixels, image.boxes[which], int(image.class_ids[which]),
+                spec.num_classes, spec.input_size, config.augment, padding=spec.padding,
+            )))
+    order = np.random.default_rng(config.seed).permutation(len(samples))[: config.val_boxes]
+    return [torch.from_numpy(np.stack([samples[i][k] for i in order])) for k in range(4)]
+
+
+@torch.no_grad()
+def evaluate(model: RefinerNet, val: list[torch.Tensor], device: torch.device, batch_size: int) -> dict[str, float]:
+    """Mean IoU with the truth of the input boxes, the refined boxes and the gated choice."""
+    model.eval()
+    crops, vectors, targets, inputs = val
+    outputs = torch.cat([
+        model(crops[i : i + batch_size].to(device), vectors[i : i + batch_size].to(device)).float().cpu()
+        for i in range(0, len(crops), batch_size)
+    ])
+    iou_input, iou_refined = paired_iou(inputs, targets), paired_iou(outputs[:, :4], targets)
+    metrics = {"val_iou_input": iou_input.mean().item(), "val_iou_refined": iou_refined.mean().item()}
+    if outputs.shape[1] == 6:
+        take_refined = outputs[:, 5] > outputs[:, 4]
+        metrics["val_iou_gated"] = torch.where(take_refined, iou_refined, iou_input).mean().item()
+        metrics["val_refined_share"] = take_refined.float().mean().item()
+    return metrics
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: list[AnnotatedImage]) -> dict[str, float]:
+    """Train, keep the best model (by gated, else refined, val IoU) at config.out; return its metrics."""
+    rank, world = distributed_rank()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if config.device == "cuda" else "cpu")
+    torch.manual_seed(config.seed)
+    model = RefinerNet(config.spec).to(device)
+    network = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = OPTIMIZERS[config.optimizer](network.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=config.plateau_patience)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    box_loss = BOX_LOSSES[config.loss]
+    state_path, log_path = config.out.with_suffix(".state.pt"), config.out.with_suffix(".log.jsonl")
+    start_epoch, best, stale, history = 0, -1.0, 0, []
+    if config.resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"]), optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best, stale, history = state["epoch"] + 1, state["best"], state["stale"], state["history"]
+    dataset = RandomBoxes(train_images, config.spec, config)
+    sampler = DistributedSampler(dataset, seed=config.seed) if world > 1 else None
+    val = validation_set(val_images, config.spec, config) if rank == 0 else None
+    started = time.monotonic()
+    for epoch in range(start_epoch, config.epochs):
+        dataset.epoch = epoch
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(dataset, config.batch_size, shuffle=sampler is None, sampler=sampler,
+                            num_workers=config.workers, drop_last=True, generator=torch.Generator().manual_seed(config.seed + epoch))
+        network.train()
+        losses = []
+        for crops, vectors, targets, inputs in tqdm(loader, desc=f"epoch {epoch}", disable=rank != 0, leave=False):
+            crops, vectors, targets, inputs = (t.to(device, non_blocking=True) for t in (crops, vectors, targets, inputs))
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                outputs = network(crops, vectors)
+            outputs = outputs.float()
+            loss = box_loss(outputs[:, :4], targets)
+            if outputs.shape[1] == 6:
+                loss = loss + quality_loss(outputs[:, 4:], inputs, outputs[:, :4], targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+        out_of_time = config.time_limit_minutes is not None and time.monotonic() - started > 60 * config.time_limit_minutes
+        stop = out_of_time
+        if rank == 0:
+            record, improved = end_of_epoch(model, val, config, epoch, losses, optimizer, scheduler, best, started)
+            best, stale = (record["score"], 0) if improved else (best, stale + 1)
+            history.append(record)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "epoch": epoch, "best": best, "stale": stale, "history": history}, state_path)
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+            stop = stop or stale >= config.early_stop_patience
+        if world > 1:  # every rank must leave the loop together
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
+            break
+    if world > 1:
+        dist.destroy_process_group()
+    return max(history, key=lambda r: r["score"]) if history else {}
+
+
+def end_of_epoch(model: RefinerNet, val: list[torch.Tensor], config: TrainConfig, epoch: int, losses: list[float],
+                 optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
+                 best: float, started: float) -> tuple[dict, bool]:
+    """Validate, step the plateau scheduler, log one line, save the model if it is the best so far."""
+    metrics = evaluate(model, val, next(model.parameters()).device, 2 * config.batch_size)
+    score = metrics.get("val_iou_gated", metrics["val_iou_refined"])
+    scheduler.step(score)
+    record = {"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics, "score": score,
+              "lr": optimizer.param_groups[0]["lr"], "minutes": (time.monotonic() - started) / 60}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}), flush=True)
+    if score > best:
+        save_refiner(model, config.out, {"bbrefinement.train": json.dumps(record)})
+    return record, score > best
+
+
+def config_summary(config: TrainConfig) -> dict:
+    summary = asdict(config)
+    summary["spec"] = json.loads(config.spec.to_json())
+    summary["out"] = str(config.out)
+    return summary
