@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 SUBCOMMANDS = {
     "latency": "per-stage refinement latency per frame, per backbone and box count",
@@ -19,7 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, help_text in SUBCOMMANDS.items():
         module = importlib.import_module(f"benchmarks.{name}")
         module.add_arguments(commands.add_parser(name, help=help_text, description=module.__doc__))
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.argv = argv  # the report names the exact command
     importlib.import_module(f"benchmarks.{args.command}").main(args)
 
 

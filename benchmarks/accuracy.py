@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
-from benchmarks.coco_eval import METRICS, coco_results, evaluate_boxes, load_ground_truth
+from benchmarks.coco_eval import coco_results
 from benchmarks.jitter import jittered_detections
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
@@ -27,8 +27,10 @@ from pipeline.class_mapping import ClassMapping
 from pipeline.crops import CpuCropper
 from pipeline.detection_files import ReplayDetector
 from pipeline.detectors import Detections, Detector, open_detector
+from pipeline.evaluation import AP_KEYS, coco_ap, load_ground_truth
 from pipeline.refine import POLICIES, FrameRefiner, Policy, default_policy
 from pipeline.sources import Frame
+from pipeline.spec import RefinerSpec
 from train.data import is_validation
 
 VALIDATION_FRACTION = 0.15  # the project's hold-out split, as train/ uses it
@@ -52,14 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    env = environment()
+    env = environment(args.argv)
     ground_truth = load_ground_truth(args.annotations)
     image_ids = select_images(ground_truth, args.split, args.max_images)
     detector = input_detector(args, ground_truth, image_ids)
     backend = open_backend(args.backend, args.refiner, args.device)
     try:
         policy = args.policy or default_policy(backend.spec)
-        policies = POLICIES if backend.spec.predicts_iou else ("replace",)
+        policies = scored_policies(backend.spec)
+        if policy not in policies:
+            raise SystemExit(f"--policy {policy} needs a refiner that predicts IoU; {args.refiner} does not")
         scores, counts = refine_and_score(ground_truth, args.images, image_ids, detector, backend, policies)
     finally:
         backend.close()
@@ -76,6 +80,11 @@ def main(args: argparse.Namespace) -> None:
         **{f"refined_{name}": scores[name] for name in policies},
     }
     write_report(args.out, f"Refinement accuracy: {describe_input(args)}", env, results, accuracy_markdown(results, policies))
+
+
+def scored_policies(spec: RefinerSpec) -> tuple[Policy, ...]:
+    """Both policies where the refiner predicts its IoU (the gate needs it), else only "replace"."""
+    return POLICIES if spec.predicts_iou else ("replace",)
 
 
 def select_images(ground_truth: COCO, split: str, limit: int | None = None) -> list[int]:
@@ -138,7 +147,7 @@ def refine_and_score(
                 results[policy] += coco_results(image_id, refined.final_boxes[evaluable], scores, categories)
     finally:
         cropper.close()
-    scores_by_set = {name: evaluate_boxes(ground_truth, entries, image_ids) for name, entries in results.items()}
+    scores_by_set = {name: coco_ap(ground_truth, entries, image_ids) for name, entries in results.items()}
     return scores_by_set, {policy: dict(counter) for policy, counter in counts.items()}
 
 
@@ -158,16 +167,16 @@ def describe_input(args: argparse.Namespace) -> str:
 def accuracy_markdown(results: dict[str, Any], policies: tuple[Policy, ...]) -> str:
     """Percent table: baseline, each policy, and each policy's change over the baseline."""
     baseline = results["baseline"]
-    rows = [["baseline (input boxes)", *(percent(baseline[m]) for m in METRICS)]]
+    rows = [["baseline (input boxes)", *(percent(baseline[m]) for m in AP_KEYS)]]
     for policy in policies:
         refined = results[f"refined_{policy}"]
         marker = " (default)" if policy == results["policy"] else ""
-        rows.append([f"refined, {policy}{marker}", *(percent(refined[m]) for m in METRICS)])
-        rows.append([f"change, {policy}", *(change(refined[m], baseline[m]) for m in METRICS)])
+        rows.append([f"refined, {policy}{marker}", *(percent(refined[m]) for m in AP_KEYS)])
+        rows.append([f"change, {policy}", *(change(refined[m], baseline[m]) for m in AP_KEYS)])
     counts = "; ".join(f"{policy}: {dict(sorted(c.items()))}" for policy, c in results["status_counts"].items())
     return (
         f"{results['images']} images ({results['split']} split), refiner `{results['refiner']}` on {results['backend']}.\n\n"
-        + markdown_table(["boxes", *(f"{m} %" for m in METRICS)], rows)
+        + markdown_table(["boxes", *(f"{m} %" for m in AP_KEYS)], rows)
         + f"\n\nRefine status per object: {counts}\n"
     )
 

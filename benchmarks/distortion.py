@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from benchmarks.accuracy import category_names, read_image, select_images
-from benchmarks.coco_eval import load_ground_truth
+from benchmarks.accuracy import category_names, read_image, scored_policies, select_images
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
 from pipeline.class_mapping import ClassMapping
 from pipeline.crops import CpuCropper
 from pipeline.detectors import Detections
+from pipeline.evaluation import load_ground_truth
 from pipeline.geometry import box_iou_pairs
-from pipeline.refine import POLICIES, FrameRefiner, Policy, RefineStatus
+from pipeline.refine import FrameRefiner, Policy, RefineStatus
 from pipeline.sources import Frame
 
 MIN_SIDE = 16.0  # pixels: smaller ground truth is not what this study is about
@@ -42,13 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    env = environment()
+    env = environment(args.argv)
     ground_truth = load_ground_truth(args.annotations)
     image_ids = select_images(ground_truth, args.split, args.max_images)
     distortions = [float(d) for d in args.distortions.split(",")]
     backend = open_backend(args.backend, args.refiner)
     try:
-        policies = POLICIES if backend.spec.predicts_iou else ("replace",)
+        policies = scored_policies(backend.spec)
         curves = {policy: [] for policy in policies}
         for distortion in distortions:
             ious = refined_ious(ground_truth, args.images, image_ids, backend, policies, distortion, args.seed)

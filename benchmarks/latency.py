@@ -34,6 +34,7 @@ from pipeline.onnx_export import ENGINES_DIR
 from pipeline.refine import FrameRefiner, Policy, accept_refined
 from pipeline.sources import Frame
 from pipeline.spec import RefinerSpec, paper_spec
+from pipeline.synthetic import parse_size
 
 BENCHMARK_MODELS_DIR = ENGINES_DIR / "cache" / "benchmarks"
 CLASS_NAMES = ("person",)
@@ -66,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    env = environment()
-    width, height = parse_frame_size(args.frame)
+    env = environment(args.argv)
+    width, height = parse_size(args.frame)
     box_counts = [int(count) for count in args.boxes.split(",")]
     if args.refiner:
         models = {Path(args.refiner).stem: Path(args.refiner)}
@@ -98,19 +99,11 @@ def main(args: argparse.Namespace) -> None:
     write_report(args.out, "Refinement latency per frame", env, results, latency_markdown(rows))
 
 
-def parse_frame_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    if not (width.isdigit() and height.isdigit()):
-        raise SystemExit(f"--frame must be WIDTHxHEIGHT, e.g. 1280x720; got {text!r}")
-    return int(width), int(height)
-
-
-def random_checkpoint(short_name: str, models_dir: Path = BENCHMARK_MODELS_DIR, input_size: int | None = None) -> Path:
+def random_checkpoint(short_name: str, models_dir: Path = BENCHMARK_MODELS_DIR) -> Path:
     """A random-init paper backbone saved once (same seed, same file), so its ONNX is exported once."""
     from build_engine import random_refiner
 
-    overrides = {"input_size": input_size} if input_size else {}
-    spec = paper_spec(short_name, CLASS_NAMES, **overrides)
+    spec = paper_spec(short_name, CLASS_NAMES)
     path = Path(models_dir) / f"{spec.name}-random.safetensors"
     if not path.is_file():
         save_refiner(random_refiner(spec), path)
@@ -118,10 +111,10 @@ def random_checkpoint(short_name: str, models_dir: Path = BENCHMARK_MODELS_DIR, 
 
 
 def random_boxes(rng: np.random.Generator, count: int, width: int, height: int) -> np.ndarray:
-    """Boxes with centres anywhere in the frame, so some windows leave it (the padded-crop path)."""
-    sides = rng.uniform(MIN_BOX_SIDE, MAX_BOX_SIDE, size=(count, 2)) * [1.0, 1.6]  # people are taller than wide
-    centres = rng.uniform([0, 0], [width, height], size=(count, 2))
-    return np.concatenate([centres - sides / 2, centres + sides / 2], axis=1)
+    """Boxes inside the frame, as a detector outputs them; padded windows of boxes near an edge still leave it."""
+    sides = np.minimum(rng.uniform(MIN_BOX_SIDE, MAX_BOX_SIDE, size=(count, 2)) * [1.0, 1.6], [width, height])  # taller than wide
+    top_left = rng.uniform(0, 1, size=(count, 2)) * ([width, height] - sides)
+    return np.concatenate([top_left, top_left + sides], axis=1)
 
 
 def measure(

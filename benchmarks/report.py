@@ -11,7 +11,6 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,8 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def environment() -> dict[str, Any]:
-    """Machine, versions, command and load: the header of every report."""
+def environment(argv: list[str]) -> dict[str, Any]:
+    """Machine, versions, the command (`argv`: the arguments after `python -m benchmarks`) and load: every report's header."""
     gpu = None
     try:
         import torch
@@ -53,7 +52,7 @@ def environment() -> dict[str, Any]:
     return {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()},
         "versions": library_versions(),
-        "command": "python -m benchmarks " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        "command": "python -m benchmarks " + " ".join(shlex.quote(arg) for arg in argv),
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
     }

@@ -33,8 +33,12 @@ def build_dataset(work_dir: Path, n_train: int, n_val: int, width: int, height: 
     return synthetic.write_yolo_data_yaml(work_dir / "data.yaml", train_dir, val_dir)
 
 
-def train_detector(data_yaml: Path, run_dir: Path, epochs: int, imgsz: int, batch: int, seed: int) -> tuple[Path, dict]:
-    """Train yolov8n from scratch on CPU; return best.pt and Ultralytics' final validation metrics.
+def train_detector(
+    data_yaml: Path, run_dir: Path, epochs: int, imgsz: int, batch: int, seed: int, init: Path | None = None
+) -> tuple[Path, dict]:
+    """Train yolov8n on CPU, from scratch or from `init`; return best.pt and the final validation metrics.
+
+    `init` continues from an earlier run's weights, so a CPU budget can be spent in stages.
 
     nbs=batch: Ultralytics otherwise accumulates gradients up to a nominal batch of 64, which
     leaves a few hundred images only ~10 optimizer steps per epoch: too few to learn from
@@ -44,7 +48,7 @@ def train_detector(data_yaml: Path, run_dir: Path, epochs: int, imgsz: int, batc
     import_ultralytics()
     from ultralytics import YOLO
 
-    model = YOLO("yolov8n.yaml")
+    model = YOLO(str(init) if init else "yolov8n.yaml")
     model.train(
         data=str(data_yaml),
         epochs=epochs,
@@ -53,7 +57,7 @@ def train_detector(data_yaml: Path, run_dir: Path, epochs: int, imgsz: int, batc
         nbs=batch,
         val=False,
         device="cpu",
-        pretrained=False,
+        pretrained=init is not None,  # True keeps the weights loaded from `init`; never downloads
         amp=False,
         plots=False,
         workers=2,
@@ -79,11 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="continue from this checkpoint instead of random weights")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     data_yaml = build_dataset(args.work_dir / "data", args.train_images, args.val_images, *args.size, args.seed)
-    best, metrics = train_detector(data_yaml, args.work_dir, args.epochs, args.imgsz, args.batch, args.seed)
+    best, metrics = train_detector(data_yaml, args.work_dir, args.epochs, args.imgsz, args.batch, args.seed, args.init)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best, args.out)
     minutes = (time.perf_counter() - started) / 60

@@ -1,4 +1,4 @@
-"""COCO AP: perfect for ground truth as detections, lower for jittered boxes, crowd regions ignored."""
+"""COCO AP of benchmark boxes: perfect for ground truth as detections, lower for jittered boxes, crowd regions ignored."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from benchmarks.coco_eval import coco_results, evaluate_boxes
+from benchmarks.coco_eval import coco_results
 from benchmarks.jitter import jittered_detections
+from pipeline.evaluation import coco_ap
 
 PEOPLE = [[10, 10, 60, 150], [200, 40, 80, 200], [400, 300, 120, 160], [600, 100, 50, 90]]
 CROWD = [700, 400, 200, 150]
@@ -45,24 +46,23 @@ def results_for(boxes: list[list[float]], scores: list[float]) -> list[dict]:
 
 
 def test_ground_truth_as_detections_scores_one():
-    scores = evaluate_boxes(ground_truth(False), results_for(PEOPLE, [0.9, 0.8, 0.7, 0.6]), [1])
+    scores = coco_ap(ground_truth(False), results_for(PEOPLE, [0.9, 0.8, 0.7, 0.6]), [1])
     assert scores["AP"] == pytest.approx(1.0) and scores["AP50"] == pytest.approx(1.0)
-    assert scores["APs"] is None  # no small people: pycocotools' -1 becomes None
 
 
 def test_jittered_detections_score_lower():
     gt = ground_truth(False)
     boxes, scores, categories = jittered_detections(gt, [1], 0.15, seed=0)[1]
-    jittered = evaluate_boxes(gt, coco_results(1, boxes, scores, categories), [1])
+    jittered = coco_ap(gt, coco_results(1, boxes, scores, categories), [1])
     assert jittered["AP"] < 0.9
 
 
 def test_detection_on_a_crowd_region_is_ignored_not_a_false_positive():
     # The crowd-region detection has the highest score: counted as a false positive it would cost precision.
     detections = results_for([CROWD, *PEOPLE], [0.99, 0.9, 0.8, 0.7, 0.6])
-    assert evaluate_boxes(ground_truth(True), detections, [1])["AP"] == pytest.approx(1.0)
-    assert evaluate_boxes(ground_truth(False), detections, [1])["AP"] < 1.0
+    assert coco_ap(ground_truth(True), detections, [1])["AP"] == pytest.approx(1.0)
+    assert coco_ap(ground_truth(False), detections, [1])["AP"] < 1.0
 
 
 def test_no_detections_scores_zero():
-    assert evaluate_boxes(ground_truth(False), [], [1])["AP"] == 0.0
+    assert coco_ap(ground_truth(False), [], [1])["AP"] == 0.0
