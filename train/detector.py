@@ -68,6 +68,24 @@ def train_detector(
         exist_ok=True,
         verbose=True,
     )
+    return _outcome(model)
+
+
+def resume_detector(run_dir: Path) -> tuple[Path, dict]:
+    """Finish an interrupted run from its last completed epoch; on a shared CPU, runs get killed.
+
+    Ultralytics stores every training argument and the optimizer state in last.pt.
+    """
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO(str(run_dir / "train" / "weights" / "last.pt"))
+    model.train(resume=True)
+    return _outcome(model)
+
+
+def _outcome(model) -> tuple[Path, dict]:
+    """best.pt and the metrics of Ultralytics' final validation of it."""
     box = model.trainer.validator.metrics.box
     return Path(model.trainer.best), {"mAP50": float(box.map50), "mAP50-95": float(box.map)}
 
@@ -84,11 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", type=Path, help="continue from this checkpoint instead of random weights")
+    parser.add_argument("--resume", action="store_true", help="finish the interrupted run in --work-dir")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    data_yaml = build_dataset(args.work_dir / "data", args.train_images, args.val_images, *args.size, args.seed)
-    best, metrics = train_detector(data_yaml, args.work_dir, args.epochs, args.imgsz, args.batch, args.seed, args.init)
+    if args.resume:
+        best, metrics = resume_detector(args.work_dir)
+    else:
+        data_yaml = build_dataset(args.work_dir / "data", args.train_images, args.val_images, *args.size, args.seed)
+        best, metrics = train_detector(data_yaml, args.work_dir, args.epochs, args.imgsz, args.batch, args.seed, args.init)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best, args.out)
     minutes = (time.perf_counter() - started) / 60
