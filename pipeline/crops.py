@@ -3,8 +3,9 @@
 The CPU path slices the window out of the frame and resizes it with cv2.resize straight into a
 preallocated batch (OpenCV releases the GIL, so a thread pool runs crops in parallel). A warp is
 needed only where a window leaves the frame, and then a constant border is added instead.
-The GPU path samples the same bilinear grid with torchvision's roi_align (aligned=True maps pixel
-edges to pixel edges exactly as cv2.resize does), so both croppers feed the refiner the same pixels.
+The GPU path (pipeline/gpu_crops.py) samples the same bilinear grid with one torch grid_sample
+call (pixel edges map to pixel edges as in cv2.resize), so both croppers feed the refiner the same
+pixels, within one grey level.
 """
 
 from __future__ import annotations
