@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="crop on the device with torch (default: on with CUDA when the backend takes device tensors)",
     )
-    parser.add_argument("--imgsz", type=int, default=640, help="detector input size (default: 640)")
-    parser.add_argument("--conf", type=float, default=0.25, help="detector confidence threshold (default: 0.25)")
+    parser.add_argument("--imgsz", type=int, help="detector input size (default: 640; demo: 320)")
+    parser.add_argument("--conf", type=float, help="detector confidence threshold (default: 0.25; demo: 0.1)")
     parser.add_argument(
         "--coco-gt", type=Path, help="COCO ground truth json: class names and image ids for a COCO results --detector"
     )
@@ -87,8 +87,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         workers=args.workers,
         show=args.show,
         gpu_crops=args.gpu_crops,
-        imgsz=args.imgsz,
-        conf=args.conf,
+        imgsz=RunConfig.imgsz if args.imgsz is None else args.imgsz,
+        conf=RunConfig.conf if args.conf is None else args.conf,
         coco_gt=args.coco_gt,
         policy=args.policy,
         queue_size=args.queue_size,

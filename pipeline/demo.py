@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from pipeline.evaluation import AP_KEYS, coco_ap, load_ground_truth, xyxy_to_xywh
@@ -21,6 +22,7 @@ ENGINES = Path(__file__).resolve().parents[1] / "engines"
 DEMO_DETECTOR = ENGINES / "demo-detector-yolov8n.pt"
 DEMO_REFINER = ENGINES / "refiner-synthetic-mobilenetv3_small_100-128.safetensors"
 DEMO_FRAMES, DEMO_SIZE, DEMO_SEED = 90, (960, 540), 2024
+DEMO_IMGSZ, DEMO_CONF = 320, 0.1  # the detector was trained at 320 px; a low threshold keeps weak boxes to refine
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -36,11 +38,11 @@ def run_demo(args: argparse.Namespace) -> int:
     config = RunConfig(
         source=str(clip), detector=Path(detector), refiner=Path(refiner), backend=args.backend, device=args.device,
         output=output / "run", min_size=args.min_size, workers=args.workers, policy=args.policy or "replace",
-        imgsz=args.imgsz if args.imgsz != 640 else 320, conf=0.1 if args.conf == 0.25 else args.conf, show=args.show,
+        imgsz=args.imgsz or DEMO_IMGSZ, conf=DEMO_CONF if args.conf is None else args.conf, show=args.show,
     )
     report = run(config)
     if report.exit_code:
-        print(f"error: {report.summary.get('error')}; finished frames are in {report.output_dir}")
+        print(f"error: {report.summary.get('error')}; finished frames are in {report.output_dir}", file=sys.stderr)
         return report.exit_code
     scores = score_run(ground_truth_path, report.output_dir / "detections.jsonl")
     (output / "demo-scores.json").write_text(json.dumps(scores, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -24,3 +25,12 @@ def mot17_mini() -> Path:
     if not (root / "annotations" / "gt_pedestrian.json").is_file():
         pytest.skip("../shared/data/mot17-mini is not beside this checkout")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two cores shared with other test processes: one intra-op thread avoids OpenMP spin contention."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

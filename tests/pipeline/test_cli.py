@@ -28,13 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 STAGES = ("read", "detect", "crop", "refine", "write", "end_to_end")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two cores shared with other test processes: one intra-op thread avoids OpenMP spin contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_refiner(path: Path, class_names: tuple[str, ...] = ("person", "disc"), predicts_iou: bool = True) -> Path:

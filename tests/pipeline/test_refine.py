@@ -23,13 +23,7 @@ REFINER_CLASSES = ("person", "disc")
 DETECTOR_CLASSES = ("pedestrian", "car", "disc")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two cores shared with other test processes: one intra-op thread avoids OpenMP spin contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
