@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refiner", type=Path, required=True)
     parser.add_argument("--split", choices=("val", "all"), default="all")
     parser.add_argument("--policy", choices=POLICIES, default=None, help="the headline policy; default: the refiner's")
+    parser.add_argument("--flip-tta", action="store_true", help="refine the mirrored crop too and average")
+    parser.add_argument("--iterations", type=int, default=1, help="refinement passes per box")
+    parser.add_argument("--min-size", type=float, default=0.0, help="refine only boxes at least this many px wide and high")
     parser.add_argument("--backend", choices=KINDS, default="onnxruntime")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--max-images", type=int, default=None, help="first N images of the split (quick checks)")
@@ -64,7 +67,8 @@ def main(args: argparse.Namespace) -> None:
         policies = scored_policies(backend.spec)
         if policy not in policies:
             raise SystemExit(f"--policy {policy} needs a refiner that predicts IoU; {args.refiner} does not")
-        scores, counts = refine_and_score(ground_truth, args.images, image_ids, detector, backend, policies)
+        options = {"flip_tta": args.flip_tta, "iterations": args.iterations, "min_size": args.min_size}
+        scores, counts = refine_and_score(ground_truth, args.images, image_ids, detector, backend, policies, options)
     finally:
         backend.close()
     results = {
@@ -74,6 +78,7 @@ def main(args: argparse.Namespace) -> None:
         "refiner": str(args.refiner),
         "backend": backend.name,
         "policy": policy,
+        "options": options,
         "status_counts": counts,
         "baseline": scores["baseline"],
         "refined": scores[policy],
@@ -83,7 +88,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 def scored_policies(spec: RefinerSpec) -> tuple[Policy, ...]:
-    """Both policies where the refiner predicts its IoU (the gate needs it), else only "replace"."""
+    """Every policy where the refiner predicts its IoU (gate and blend need it), else only "replace"."""
     return POLICIES if spec.predicts_iou else ("replace",)
 
 
@@ -121,13 +126,17 @@ def refine_and_score(
     detector: Detector,
     backend: RefinerBackend,
     policies: tuple[Policy, ...],
+    options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, int]]]:
-    """AP of the input boxes ("baseline") and of the refined boxes per policy; refine statuses per policy."""
+    """AP of the input boxes ("baseline") and of the refined boxes per policy; refine statuses per policy.
+
+    `options` are FrameRefiner keyword arguments (flip_tta, iterations, min_size).
+    """
     gt_names, gt_category_ids = category_names(ground_truth)
     to_gt = ClassMapping.by_name(detector.class_names, gt_names).table  # detector class -> GT class index or -1
     cropper = CpuCropper(backend.spec.input_size)
     mapping = ClassMapping.by_name(detector.class_names, backend.spec.class_names)
-    refiners = {policy: FrameRefiner(backend, mapping, cropper, policy=policy) for policy in policies}
+    refiners = {policy: FrameRefiner(backend, mapping, cropper, policy=policy, **(options or {})) for policy in policies}
     results: dict[str, list[dict]] = {"baseline": [], **{policy: [] for policy in policies}}
     counts: dict[str, Counter] = {policy: Counter() for policy in policies}
     try:
@@ -174,8 +183,10 @@ def accuracy_markdown(results: dict[str, Any], policies: tuple[Policy, ...]) -> 
         rows.append([f"refined, {policy}{marker}", *(percent(refined[m]) for m in AP_KEYS)])
         rows.append([f"change, {policy}", *(change(refined[m], baseline[m]) for m in AP_KEYS)])
     counts = "; ".join(f"{policy}: {dict(sorted(c.items()))}" for policy, c in results["status_counts"].items())
+    options = ", ".join(f"{key} {value}" for key, value in results.get("options", {}).items())
     return (
-        f"{results['images']} images ({results['split']} split), refiner `{results['refiner']}` on {results['backend']}.\n\n"
+        f"{results['images']} images ({results['split']} split), refiner `{results['refiner']}` on {results['backend']}"
+        f" ({options}).\n\n"
         + markdown_table(["boxes", *(f"{m} %" for m in AP_KEYS)], rows)
         + f"\n\nRefine status per object: {counts}\n"
     )

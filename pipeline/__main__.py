@@ -53,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--policy",
         choices=POLICIES,
-        help="replace: always use refined boxes; gate: only where predicted IoU improves (default with IoU-predicting refiners)",
+        help="replace: always use refined boxes; gate: only where the predicted IoU improves; blend: mix the two boxes "
+        "by the predicted gain (default: the refiner's, see README)",
     )
+    parser.add_argument("--flip-tta", action="store_true", help="also refine the mirrored crop and average (2x refiner work)")
+    parser.add_argument("--iterations", type=int, default=1, help="refine the refined box again, this many passes in all")
     parser.add_argument("--workers", type=int, default=2, help="CPU crop threads (default: 2)")
     parser.add_argument(
         "--gpu-crops",
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--coco-gt", type=Path, help="COCO ground truth json: class names and image ids for a COCO results --detector"
     )
     parser.add_argument("--queue-size", type=int, default=4, help="frames buffered between stages (default: 4)")
+    parser.add_argument(
+        "--min-free-mb", type=float, default=100.0, help="refuse to start with less free disk space for the outputs (default: 100)"
+    )
     parser.add_argument("--show", action="store_true", help="show annotated frames in a window (q stops)")
     parser.add_argument("--debug", action="store_true", help="print tracebacks")
     return parser
@@ -91,7 +97,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         conf=RunConfig.conf if args.conf is None else args.conf,
         coco_gt=args.coco_gt,
         policy=args.policy,
+        flip_tta=args.flip_tta,
+        iterations=args.iterations,
         queue_size=args.queue_size,
+        min_free_mb=args.min_free_mb,
     )
 
 
@@ -111,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(report.failure.error)
         print(f"error: {_first_line(report.summary['error'])}; finished frames are in {report.output_dir}", file=sys.stderr)
     else:
+        for warning in report.summary.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"{report.summary['frames']['processed']} frames written to {report.output_dir}", file=sys.stderr)
     return report.exit_code
 

@@ -13,6 +13,7 @@ running that detector. Frames are matched to saved detections as follows:
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +55,7 @@ def open_detections_file(path: Path, coco_gt: Path | None = None) -> ReplayDetec
 def load_mot_detections(path: Path) -> ReplayDetector:
     """MOTChallenge det.txt: frame, id, left, top, width, height, score[, ...], frames 1-based."""
     rows: dict[int, list[list[float]]] = defaultdict(list)
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -63,6 +64,9 @@ def load_mot_detections(path: Path) -> ReplayDetector:
             values = []
         if len(values) < 7:
             raise DetectorError(f"{path}:{number} is not a MOT row (frame,id,x,y,w,h,score,...); fix or regenerate the file")
+        if not (math.isfinite(values[0]) and values[0] >= 1 and values[0] == int(values[0])):
+            raise DetectorError(f"{path}:{number} has frame number {values[0]}; MOT frames are whole numbers from 1")
+        # Box values are kept as they are: NaN, infinite or empty boxes pass through unrefined (pipeline.refine).
         rows[int(values[0])].append(values[2:7])
     tables = {frame_number: np.array(values) for frame_number, values in rows.items()}
     by_frame = {
@@ -77,13 +81,14 @@ def load_coco_results(path: Path, coco_gt: Path | None = None) -> ReplayDetector
     results = _read_json(path)
     if not isinstance(results, list) or not all(isinstance(r, dict) and r.keys() >= COCO_RESULT_KEYS for r in results):
         raise DetectorError(f"{path} is not a COCO results list of {{image_id, category_id, bbox, score}}; check --detector")
+    for number, result in enumerate(results):
+        if not _is_coco_result(result):
+            raise DetectorError(
+                f"{path} entry {number} is not {{image_id: int, category_id: int, bbox: [x, y, w, h], score: number}}; "
+                "fix or regenerate the file"
+            )
     if coco_gt is not None:
-        gt = _read_json(coco_gt)
-        if not isinstance(gt, dict):
-            raise DetectorError(f"{coco_gt} is not a COCO ground-truth json (images, categories); check --coco-gt")
-        categories = sorted((c["id"], c["name"]) for c in gt.get("categories", []))
-        image_ids = {image["file_name"]: image["id"] for image in gt.get("images", [])}
-        key_of = _gt_image_id(image_ids, coco_gt)
+        categories, key_of = _gt_categories_and_keys(coco_gt)
     else:
         categories = [(category_id, str(category_id)) for category_id in sorted({r["category_id"] for r in results})]
         key_of = one_based_frame_number
@@ -100,13 +105,36 @@ def load_coco_results(path: Path, coco_gt: Path | None = None) -> ReplayDetector
     by_image = {
         image_id: Detections(
             _xyxy(np.array([r["bbox"] for r in rows], dtype=np.float64).reshape(-1, 4)),
-            np.array([r["score"] for r in rows]),
+            np.array([r["score"] for r in rows], dtype=np.float64),
             np.array([class_index[r["category_id"]] for r in rows]),
             class_names,
         )
         for image_id, rows in grouped.items()
     }
     return ReplayDetector(by_image, class_names, key_of, f"COCO results {path}")
+
+
+def _is_coco_result(result: dict) -> bool:
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    bbox = result["bbox"]
+    return (
+        isinstance(result["image_id"], int) and not isinstance(result["image_id"], bool)
+        and isinstance(result["category_id"], int) and not isinstance(result["category_id"], bool)
+        and isinstance(bbox, list) and len(bbox) == 4 and all(number(v) for v in bbox)
+        and number(result["score"])
+    )
+
+
+def _gt_categories_and_keys(coco_gt: Path) -> tuple[list[tuple[int, str]], Callable[[Frame], int]]:
+    gt = _read_json(coco_gt)
+    try:
+        categories = sorted((int(c["id"]), str(c["name"])) for c in gt.get("categories", []))
+        image_ids = {str(image["file_name"]): int(image["id"]) for image in gt.get("images", [])}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise DetectorError(f"{coco_gt} is not a COCO ground-truth json (images, categories); check --coco-gt") from None
+    return categories, _gt_image_id(image_ids, coco_gt)
 
 
 def one_based_frame_number(frame: Frame) -> int:
@@ -132,8 +160,15 @@ def _gt_image_id(image_ids: dict[str, int], gt_path: Path) -> Callable[[Frame], 
     return key_of
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DetectorError(f"cannot read {path} as text ({error}); check --detector") from None
+
+
 def _read_json(path: Path) -> object:
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DetectorError(f"cannot read {path} as JSON ({error}); check the path") from error
+        return json.loads(_read_text(path))
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise DetectorError(f"cannot read {path} as JSON ({error}); check the path") from None

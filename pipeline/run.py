@@ -8,8 +8,10 @@ on the first stage failure, and on Ctrl+C / SIGTERM.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -58,10 +60,13 @@ class RunConfig:
     imgsz: int = 640
     conf: float = 0.25
     coco_gt: Path | None = None
-    policy: Policy | None = None  # None: the refiner's default (gate when it predicts IoU)
+    policy: Policy | None = None  # None: the refiner's default (see pipeline.refine.default_policy)
+    flip_tta: bool = False
+    iterations: int = 1
     queue_size: int = 4
     max_batch: int = 32
     progress: bool = True
+    min_free_mb: float = 100.0  # refuse to start with less free space than this where outputs go
 
     def __post_init__(self) -> None:
         if self.refine and self.refiner is None:
@@ -74,7 +79,7 @@ class RunConfig:
             raise UsageError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
         if self.max_frames is not None and self.max_frames < 1:
             raise UsageError("--max-frames must be at least 1")
-        for name in ("workers", "queue_size", "max_batch", "imgsz"):
+        for name in ("workers", "queue_size", "max_batch", "imgsz", "iterations"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.min_size < 0:
@@ -89,11 +94,12 @@ class RunReport:
     failure: StageFailure | None  # the first stage exception, for --debug tracebacks
 
 
-def run(config: RunConfig, detector: Detector | None = None) -> RunReport:
-    """Run the pipeline; `detector` overrides config.detector (tests, the demo)."""
+def run(config: RunConfig, detector: Detector | None = None, source: FrameSource | None = None) -> RunReport:
+    """Run the pipeline; `detector` and `source` override config.detector and config.source (tests, the demo)."""
+    source = source or open_source(config.source)
     output_dir = choose_output_dir(config.output)
+    check_writable(output_dir, config.min_free_mb)
     device = resolve_device(config.device)
-    source = open_source(config.source)
     detector = detector or _open_detector(config, device)
     refiner = _open_refiner(config, detector, device) if config.refine else None
     setup = {
@@ -115,8 +121,13 @@ def run(config: RunConfig, detector: Detector | None = None) -> RunReport:
     )
     sinks.extend(_optional_sinks(config, source, pipeline))
     started = time.perf_counter()
-    signals = _run_until_done(pipeline)
+    signals = _run_until_done(pipeline, source)
     summary = {**setup, **_results(pipeline, signals, time.perf_counter() - started, counts)}
+    summary["source"].update(source.health())
+    summary["frames"]["lost"] = source.frames_lost
+    if source.ended_early:
+        summary["warnings"] = [f"{source.description} stopped decoding after {pipeline.frames_read} of its "
+                               f"{source.frame_count} frames (truncated or corrupt); results cover the frames before"]
     try:
         # A stage still stuck in a call may be using these; the process exit releases them instead.
         if not summary["unfinished_stages"]:
@@ -138,6 +149,25 @@ def choose_output_dir(requested: Path | None) -> Path:
     while candidate.exists():
         candidate, suffix = stem.with_name(f"{stem.name}-{suffix}"), suffix + 1
     return candidate
+
+
+def check_writable(output_dir: Path, min_free_mb: float) -> None:
+    """Fail before any work if the outputs cannot be written: no permission, not a folder, or a full disk."""
+    ancestor = Path(output_dir).absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"output {output_dir} is inside {ancestor}, which is a file; choose another --output folder")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write in {ancestor} ({error.strerror}); choose another --output folder") from None
+    free_mb = shutil.disk_usage(ancestor).free / 2**20
+    if free_mb < min_free_mb:
+        raise UsageError(
+            f"only {free_mb:.0f} MB free in {ancestor} (need {min_free_mb:.0f} MB); free some space or choose another --output folder"
+        )
 
 
 def resolve_device(device: str | None) -> str:
@@ -169,7 +199,10 @@ def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRe
     else:
         cropper = CropperRing(backend.spec.input_size, config.workers, config.queue_size)
     try:
-        return FrameRefiner(backend, mapping, cropper, min_size=config.min_size, policy=config.policy)
+        return FrameRefiner(
+            backend, mapping, cropper, min_size=config.min_size, policy=config.policy,
+            flip_tta=config.flip_tta, iterations=config.iterations,
+        )
     except ValueError as error:  # e.g. --policy gate with a refiner that does not predict IoU
         raise UsageError(str(error)) from error
 
@@ -210,12 +243,13 @@ def _stages(detector: Detector, refiner: FrameRefiner | None, sinks: list[Sink],
     ]
 
 
-def _run_until_done(pipeline: StagePipeline) -> list[int]:
+def _run_until_done(pipeline: StagePipeline, source: FrameSource) -> list[int]:
     """Run to the end, a failure or a signal; after a stop, stages get STOP_GRACE_SECONDS. Returns signals seen."""
     with _stop_on_signals(pipeline) as signals:
         pipeline.start()
         while not pipeline.wait(timeout=0.1):
             if pipeline.stop_event.is_set():
+                source.interrupt()  # a reader waiting to reconnect must not outlive the run
                 pipeline.wait(timeout=STOP_GRACE_SECONDS)
                 break
     return signals
@@ -259,6 +293,7 @@ def _results(pipeline: StagePipeline, signals: list[int], elapsed: float, counts
         "fps": round(pipeline.frames_done / elapsed, 3) if elapsed > 0 else None,
         "frames": {"read": pipeline.frames_read, "processed": pipeline.frames_done, "dropped": pipeline.frames_dropped},
         "latency_ms": {name: recorder.summary() for name, recorder in pipeline.latency.items()},
+        "queue_occupancy": {name: recorder.summary() for name, recorder in pipeline.queue_depth.items()},
         "objects": dict(counts),
         "unfinished_stages": pipeline.running_stages(),
     }
@@ -274,6 +309,8 @@ def _refiner_summary(config: RunConfig, refiner: FrameRefiner | None, device: st
         "spec": asdict(refiner.spec),
         "policy": refiner.policy,
         "min_size": refiner.min_size,
+        "flip_tta": refiner.flip_tta,
+        "iterations": refiner.iterations,
         "class_mapping": refiner.mapping.describe(),
         "cropper": type(refiner.cropper).__name__,
     }

@@ -3,13 +3,19 @@
 Every source yields `Frame`s in order. File-like sources (videos, image folders) are *lossless*:
 the pipeline blocks the reader when it falls behind. Cameras and URLs are *live*: they do not
 wait for us, so the pipeline drops the oldest queued frame instead (see pipeline.stages).
+
+A live stream that drops is reopened with back-off (`Reconnect`); the frames it would have sent
+meanwhile are estimated from the gap and its fps and counted, so a summary says what was missed.
+A video file that fails to decode part-way (truncated, corrupt) ends at its last good frame, and
+`ended_early` says so: a long recording with a bad tail still yields everything before it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,19 +57,51 @@ class FrameSource(ABC):
     fps: float | None = None
     frame_count: int | None = None  # known length (for a progress bar), None for streams
     description: str = ""
+    reconnects: int = 0  # times a dropped live stream was reopened
+    frames_lost: int = 0  # frames a live stream sent while it was down (estimated from its fps)
+    ended_early: bool = False  # a file stopped decoding before its known frame count
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
+
+    def interrupt(self) -> None:
+        """Cut short any wait inside the source (a reconnect back-off); called when the run stops."""
+
+    def health(self) -> dict[str, int | bool]:
+        """What went wrong while reading, for summary.json."""
+        return {"reconnects": self.reconnects, "frames_lost": self.frames_lost, "ended_early": self.ended_early}
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How a dropped live stream is retried: `tries` reopen attempts, delays doubling up to `max_delay` s."""
+
+    tries: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delays(self) -> list[float]:
+        return [min(self.first_delay * 2**attempt, self.max_delay) for attempt in range(self.tries)]
 
 
 class CaptureSource(FrameSource):
     """Anything cv2.VideoCapture opens: a video file, a camera index or a stream URL."""
 
-    def __init__(self, target: str | int, live: bool) -> None:
+    def __init__(
+        self,
+        target: str | int,
+        live: bool,
+        reconnect: Reconnect | None = None,
+        opener: Callable[[str | int], cv2.VideoCapture] | None = None,
+    ) -> None:
         self._target = target
         self.live = live
+        self.reconnect = reconnect or Reconnect()
+        opener = opener or cv2.VideoCapture
+        self._opener = opener
+        self._interrupted = threading.Event()
         self.description = f"camera {target}" if isinstance(target, int) else str(target)
-        capture = cv2.VideoCapture(target)
+        capture = opener(target)
         if not capture.isOpened():
             raise SourceError(f"cannot open {self.description}; {_open_hint(target)}")
         fps = capture.get(cv2.CAP_PROP_FPS)
@@ -83,12 +121,41 @@ class CaptureSource(FrameSource):
             while True:
                 ok, image = capture.read()
                 if not ok:
-                    return
+                    if not self.live:
+                        self.ended_early = self.frame_count is not None and index < self.frame_count
+                        return
+                    capture.release()
+                    capture = self._reopen(index)
+                    if capture is None:
+                        return
+                    continue
                 timestamp = time.time() if self.live else (index / self.fps if self.fps else None)
                 yield Frame(index, image, timestamp, f"{stem}#{index}")
                 index += 1
         finally:
+            if capture is not None:
+                capture.release()
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    def _reopen(self, frame_index: int) -> cv2.VideoCapture | None:
+        """Reopen a dropped live stream with back-off; None if interrupted meanwhile; SourceError if it stays down."""
+        dropped_at = time.monotonic()
+        for delay in self.reconnect.delays():
+            if self._interrupted.wait(delay):
+                return None
+            capture = self._opener(self._target)
+            if capture.isOpened():
+                self.reconnects += 1
+                self.frames_lost += round((time.monotonic() - dropped_at) * self.fps) if self.fps else 0
+                return capture
             capture.release()
+        waited = time.monotonic() - dropped_at
+        raise SourceError(
+            f"{self.description} dropped after frame {frame_index} and did not come back in {self.reconnect.tries} "
+            f"tries over {waited:.1f} s; {_open_hint(self._target)}, then run again"
+        )
 
 
 class ImageFolderSource(FrameSource):

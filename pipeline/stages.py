@@ -73,6 +73,28 @@ class LatencyRecorder:
         return {"count": self.count, "p50_ms": _percentile_ms(samples, 0.50), "p95_ms": _percentile_ms(samples, 0.95)}
 
 
+class DepthRecorder:
+    """How full a stage's inbox was each time the stage took an item (mean, max), to find the bottleneck.
+
+    A stage whose inbox is usually full is slower than what feeds it; an empty one is waiting.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._total = 0
+        self._count = 0
+        self._max = 0
+
+    def add(self, depth: int) -> None:
+        self._total += depth
+        self._count += 1
+        self._max = max(self._max, depth)
+
+    def summary(self) -> dict[str, float | int | None]:
+        mean = round(self._total / self._count, 3) if self._count else None
+        return {"capacity": self.capacity, "mean": mean, "max": self._max}
+
+
 class StagePipeline:
     """Reads `source` in one thread and runs each stage in its own thread, in order.
 
@@ -90,6 +112,7 @@ class StagePipeline:
             raise ValueError(f"stage names must be unique; got {names}")
         self.stop_event = threading.Event()
         self.latency = {name: LatencyRecorder() for name in (READ_STAGE, *names, END_TO_END)}
+        self.queue_depth = {name: DepthRecorder(queue_size) for name in names}  # each stage's inbox
         self.frames_read = 0
         self.frames_dropped = 0
         self.frames_done = 0
@@ -169,7 +192,7 @@ class StagePipeline:
                 close()
 
     def _work(self, stage: Stage, inbox: queue.Queue, outbox: queue.Queue | None) -> None:
-        recorder = self.latency[stage.name]
+        recorder, depth = self.latency[stage.name], self.queue_depth[stage.name]
         while True:
             packet = self._get(inbox)
             if packet is _STOPPED:
@@ -178,6 +201,7 @@ class StagePipeline:
                 if outbox is not None:
                     self._put(outbox, _END)
                 return
+            depth.add(inbox.qsize() + 1)  # items waiting when this one was taken, itself included
             read_at, item = packet
             started = time.perf_counter()
             result = stage.work(item)

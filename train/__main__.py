@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from pipeline.spec import PAPER_BACKBONES, RefinerSpec
-from train.augment import AugmentConfig
+from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import DatasetError, load_images
 from train.loop import TrainConfig, config_summary, train
 from train.losses import BOX_LOSSES
@@ -41,12 +41,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-boxes", type=int, default=1500)
     parser.add_argument("--min-box-size", type=float, default=4.0, help="skip GT boxes narrower or shorter than this (px)")
     parser.add_argument("--jitter", type=float, nargs=2, default=(0.005, 0.25), metavar=("MIN", "MAX"),
-                        help="range of the log-uniform detector-error sigma, fraction of box size")
+                        help="range of the detector-error sigma per box, fraction of box size")
+    parser.add_argument("--jitter-spread", choices=JITTER_SPREADS, default="log",
+                        help="how sigma is drawn in the --jitter range: log-uniform or uniform")
+    parser.add_argument("--train-padding", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        help="random padding per side in training (the paper's); default: the inference --padding, "
+                             "so the input box sits where it will at run time")
     parser.add_argument("--no-mixture", action="store_true", help="the paper's naive refiner (image only), for the ablation")
     parser.add_argument("--no-quality", action="store_true", help="no IoU-prediction head (the paper's 4-output model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data-loader processes")
-    parser.add_argument("--time-limit", type=float, help="stop after the epoch that passes this many minutes")
+    parser.add_argument("--time-limit", type=float, help="stop after the epoch that passes this many minutes of training (counted across --resume)")
     parser.add_argument("--limit-images", type=int, help="use at most this many images per split (quick runs)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
@@ -76,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         boxes_per_image=args.boxes_per_image, loss=args.loss, optimizer=args.optimizer,
         learning_rate=args.lr or (1.0 if args.optimizer == "adadelta" else 1e-3), seed=args.seed, workers=args.workers,
         time_limit_minutes=args.time_limit, early_stop_patience=args.early_stop, val_boxes=args.val_boxes, device=args.device, resume=args.resume,
-        augment=AugmentConfig(jitter_min=args.jitter[0], jitter_max=args.jitter[1]),
+        augment=AugmentConfig(
+            jitter_min=args.jitter[0], jitter_max=args.jitter[1], jitter_spread=args.jitter_spread,
+            padding_min=args.train_padding[0] if args.train_padding else None,
+            padding_max=args.train_padding[1] if args.train_padding else None,
+        ),
     )
     print(f"train: {len(train_images)} images, val: {len(val_images)} images, classes: {', '.join(class_names)}", flush=True)
     print(json.dumps(config_summary(config), default=str), flush=True)

@@ -70,7 +70,7 @@ class RandomBoxes(Dataset):
         which = rng.integers(len(image.boxes))
         sample = make_sample(
             rng, image.pixels, image.boxes[which], int(image.class_ids[which]),
-            self.spec.num_classes, self.spec.input_size, self.config.augment,
+            self.spec.num_classes, self.spec.input_size, self.config.augment, self.spec.padding,
         )
         return as_arrays(sample)
 
@@ -87,7 +87,7 @@ def validation_set(images: list[AnnotatedImage], spec: RefinerSpec, config: Trai
             rng = np.random.default_rng([config.seed, 10_000_019, index, which])
             samples.append(as_arrays(make_sample(
                 rng, image.pixels, image.boxes[which], int(image.class_ids[which]),
-                spec.num_classes, spec.input_size, config.augment, padding=spec.padding,
+                spec.num_classes, spec.input_size, config.augment, spec.padding, validation=True,
             )))
     order = np.random.default_rng(config.seed).permutation(len(samples))[: config.val_boxes]
     return [torch.from_numpy(np.stack([samples[i][k] for i in order])) for k in range(4)]
@@ -140,7 +140,8 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
     dataset = RandomBoxes(train_images, config.spec, config)
     sampler = DistributedSampler(dataset, seed=config.seed) if world > 1 else None
     val = validation_set(val_images, config.spec, config) if rank == 0 else None
-    started = time.monotonic()
+    # Minutes (and --time-limit) count the whole training, across resumes.
+    started = time.monotonic() - 60 * (history[-1]["minutes"] if history else 0.0)
     for epoch in range(start_epoch, config.epochs):
         dataset.epoch = epoch
         if sampler is not None:

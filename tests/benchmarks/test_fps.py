@@ -33,3 +33,6 @@ def test_fps_reports_both_runs_and_the_overhead(tmp_path):
     assert report["fps_refined"] > 0 and report["fps_detect_only"] > 0 and report["fps_detector_bare"] > 0
     assert isinstance(report["overhead_ms_per_frame"], float)
     assert set(report["stage_latency_ms"]["refined"]) >= {"detect", "crop", "refine", "write"}
+    occupancy = report["queue_occupancy"]["refined"]
+    assert set(occupancy) == {"detect", "crop", "refine", "write"}
+    assert all(1 <= stage["max"] <= stage["capacity"] for stage in occupancy.values())

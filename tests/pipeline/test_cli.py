@@ -98,7 +98,7 @@ def test_clip_run_writes_jsonl_video_and_summary(inputs, tmp_path, capsys):
     capture.release()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["exit_code"] == 0 and summary["error"] is None
-    assert summary["frames"] == {"read": 12, "processed": 12, "dropped": 0}
+    assert summary["frames"] == {"read": 12, "processed": 12, "dropped": 0, "lost": 0}
     assert set(summary["latency_ms"]) == set(STAGES)
     assert all(
         summary["latency_ms"][stage]["count"] == 12 and summary["latency_ms"][stage]["p95_ms"] is not None for stage in STAGES

@@ -15,7 +15,7 @@ from pipeline.detectors import Detections
 from pipeline.geometry import crop_windows, encode
 from pipeline.gpu_crops import GpuCropper
 from pipeline.model import RefinerNet
-from pipeline.refine import FrameRefiner, RefinedDetections, RefineStatus, accept_refined, default_policy
+from pipeline.refine import FrameRefiner, RefinedDetections, RefineStatus, accept_refined, default_policy, refined_weight
 from pipeline.sources import Frame
 from pipeline.spec import RefinerSpec
 
@@ -121,6 +121,59 @@ def test_policy_functions():
         accept_refined(outputs, "sometimes")
     plain = RefinerSpec(backbone="x", input_size=32, class_names=("a",), predicts_iou=False)
     assert default_policy(plain) == "replace"
+
+
+def test_blend_weights_follow_the_predicted_gain_and_mix_the_two_boxes():
+    outputs = np.array([[0, 0, 1, 1, 0.6, 0.6], [0, 0, 1, 1, 0.5, 0.9], [0, 0, 1, 1, 0.9, 0.5]], dtype=np.float32)
+    weights = refined_weight(outputs, "blend")
+    assert weights[0] == pytest.approx(0.5) and weights[1] > 0.99 and weights[2] < 0.01
+    spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES, padding=0.5)
+    result = refiner(FixedOutputs(spec, [0, 0, 0.5, 0.5, 0.6, 0.6]), policy="blend")(
+        frame(), Detections([[40, 40, 60, 80]], [1], [0], DETECTOR_CLASSES)
+    )
+    # Window [30, 20, 70, 100]; the refined box is its top-left quarter [30, 20, 50, 60]; a tie takes the mean.
+    np.testing.assert_allclose(result.final_boxes[0], [35, 30, 55, 70])
+    assert result.status == (RefineStatus.REFINED,)
+
+
+def test_flip_tta_refines_the_mirrored_crop_in_the_same_batch_and_averages_the_answers():
+    spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES, padding=0.5)
+    backend = FixedOutputs(spec, [0.1, 0.2, 0.5, 0.9, 0.5, 0.9])
+    step = refiner(backend, flip_tta=True)
+    job = step.prepare(frame(), Detections([[40, 40, 60, 80]], [1], [0], DETECTOR_CLASSES))
+    outputs = step._infer(job.crops, job.vectors)
+    # The mirrored crop's answer [0.1, 0.2, 0.5, 0.9] maps back to [0.5, 0.2, 0.9, 0.9].
+    np.testing.assert_allclose(outputs[0, :4], [0.3, 0.2, 0.7, 0.9], atol=1e-6)
+    assert backend.calls == 1
+
+
+def test_flip_tta_mirrors_crops_and_the_mixture_centre():
+    from pipeline.refine import mirror_inputs
+
+    crops = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    vectors = np.array([[1, 0, 0.3, 0.5, 0.4, 0.6]], dtype=np.float32).repeat(2, 0)
+    mirrored, mirrored_vectors = mirror_inputs(crops, vectors, 2)
+    np.testing.assert_array_equal(mirrored, crops[:, :, ::-1])
+    np.testing.assert_allclose(mirrored_vectors[:, 2], 0.7)
+    np.testing.assert_array_equal(mirrored_vectors[:, [0, 1, 3, 4, 5]], vectors[:, [0, 1, 3, 4, 5]])
+    tensor_mirrored, _ = mirror_inputs(torch.from_numpy(crops), vectors, 2)
+    np.testing.assert_array_equal(tensor_mirrored.numpy(), mirrored)
+
+
+def test_iterations_crop_again_around_the_refined_box():
+    spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES, padding=0.5)
+    detections = Detections([[40, 20, 90, 100]], [1], [0], DETECTOR_CLASSES)
+    # Each pass keeps the middle 40% of a window twice the box's size: the box shrinks to 80% about its centre.
+    shrink = FixedOutputs(spec, [0.3, 0.3, 0.7, 0.7, 0.5, 0.9])
+    result = refiner(shrink, iterations=2)(frame(), detections)
+    assert shrink.calls == 2
+    np.testing.assert_allclose(result.final_boxes[0, 2] - result.final_boxes[0, 0], 50 * 0.8 * 0.8, atol=1.0)
+    assert result.status == (RefineStatus.REFINED,) and result.detections is detections
+    gated = FixedOutputs(spec, [0.3, 0.3, 0.7, 0.7, 0.9, 0.5])
+    refiner(gated, iterations=3)(frame(), detections)
+    assert gated.calls == 1  # nothing changed, so nothing to refine again
+    with pytest.raises(ValueError, match="iterations"):
+        refiner(shrink, iterations=0)
 
 
 def test_bad_configuration_fails_at_construction():

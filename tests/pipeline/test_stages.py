@@ -67,6 +67,10 @@ def test_slow_sink_bounds_items_in_flight():
     # Each queue holds at most 2, each stage thread 1, the reader 1 it is trying to put.
     assert max(in_flight) <= 2 * len(stages) + len(stages) + 1
     assert pipeline.frames_done == 60
+    # The slow sink's inbox is the one that fills up: the occupancy record points at the bottleneck.
+    occupancy = {name: recorder.summary() for name, recorder in pipeline.queue_depth.items()}
+    assert occupancy["sink"]["max"] == 2 and occupancy["sink"]["capacity"] == 2
+    assert occupancy["sink"]["mean"] > occupancy["a"]["mean"]
 
 
 def test_lossless_source_never_drops():
