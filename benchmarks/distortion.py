@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from benchmarks.accuracy import category_names, read_image, scored_policies, select_images
+from benchmarks.accuracy import RepeatCache, category_names, read_image, scored_policies, select_images
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
 from pipeline.class_mapping import ClassMapping
@@ -89,7 +89,8 @@ def refined_ious(
     class_of = {int(category): index for index, category in enumerate(category_ids)}
     mapping = ClassMapping.by_name(names, backend.spec.class_names)
     cropper = CpuCropper(backend.spec.input_size)
-    refiners = {policy: FrameRefiner(backend, mapping, cropper, policy=policy) for policy in policies}
+    cached = RepeatCache(backend)
+    refiners = {policy: FrameRefiner(cached, mapping, cropper, policy=policy) for policy in policies}
     rng = np.random.default_rng(seed)
     ious: dict[str, list[np.ndarray]] = {policy: [] for policy in refiners}
     columns = backend.spec.num_classes + np.arange(4)  # cx, cy, w, h in window coordinates

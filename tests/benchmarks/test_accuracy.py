@@ -56,3 +56,35 @@ def test_policy_flag_chooses_the_headline_result(dataset_and_refiner, tmp_path):
     report = run_accuracy(dataset_and_refiner, tmp_path, "--jitter", "0.2", "--seed", "3", "--policy", "replace")
     assert report["refined"] == report["refined_replace"]
     assert report["baseline"]["AP"] < 1.0
+
+
+def test_refiner_options_reach_the_frame_refiner(dataset_and_refiner, tmp_path):
+    report = run_accuracy(dataset_and_refiner, tmp_path, "--jitter", "0.1", "--flip-tta", "--iterations", "2", "--min-size", "10000")
+    assert report["options"] == {"flip_tta": True, "iterations": 2, "min_size": 10000.0}
+    # Every box is below --min-size, so nothing is refined and every policy scores the input boxes.
+    assert set(report["status_counts"]["replace"]) == {"small"}
+    assert report["refined_replace"] == report["baseline"]
+
+
+def test_repeat_cache_runs_a_repeated_call_once():
+    import numpy as np
+
+    from benchmarks.accuracy import RepeatCache
+    from pipeline.backends.base import RefinerBackend
+
+    class Counting(RefinerBackend):
+        calls = 0
+
+        def _run(self, crops, vectors):
+            Counting.calls += 1
+            return np.full((len(crops), self.spec.output_size), float(crops.mean()), np.float32)
+
+    spec = RefinerSpec(backbone="x", input_size=32, class_names=("a",))
+    cache = RepeatCache(Counting(spec, max_batch=4))
+    crops, vectors = np.ones((2, 32, 32, 3), np.uint8), np.zeros((2, spec.vector_size), np.float32)
+    first = cache.refine(crops, vectors)
+    first[:] = -1  # callers may write into what they get back
+    np.testing.assert_array_equal(cache.refine(crops, vectors), np.ones((2, 6)))
+    assert Counting.calls == 1
+    cache.refine(crops * 2, vectors)
+    assert Counting.calls == 2
