@@ -3,8 +3,7 @@
 It writes a short clip of moving, overlapping objects (pipeline.synthetic), runs the committed
 demo detector and the committed synthetic-scene refiner through the real threaded pipeline, then
 scores the detector's boxes and the refined boxes with COCO AP against the clip's ground truth.
-The demo replaces boxes (the paper's behaviour) unless --policy says otherwise: the committed
-synthetic refiner's IoU head is not yet trusted enough to gate (see engines/README.md).
+Like any run, it uses the refiner's default policy (the IoU gate) unless --policy says otherwise.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ def run_demo(args: argparse.Namespace) -> int:
     ground_truth_path = write_clip(clip, frames, *DEMO_SIZE, seed=DEMO_SEED)
     config = RunConfig(
         source=str(clip), detector=Path(detector), refiner=Path(refiner), backend=args.backend, device=args.device,
-        output=output / "run", min_size=args.min_size, workers=args.workers, policy=args.policy or "replace",
+        output=output / "run", min_size=args.min_size, workers=args.workers, policy=args.policy,
         imgsz=args.imgsz or DEMO_IMGSZ, conf=DEMO_CONF if args.conf is None else args.conf, show=args.show,
     )
     report = run(config)

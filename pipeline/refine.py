@@ -164,7 +164,7 @@ class RefineJob:
 
 
 class FrameRefiner:
-    """Refines the detections of one frame with one batched backend call."""
+    """Refines the detections of one frame with one batched backend call per pass (flip TTA rides in it)."""
 
     def __init__(
         self,
