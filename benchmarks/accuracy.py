@@ -3,8 +3,8 @@
 Input boxes come from a detections file, from a detector, or from ground truth jittered by a
 known relative error (--jitter). Every image goes through FrameRefiner exactly as in a video run
 (class mapping by name, windows, CPU crops, backend, acceptance policy); with a refiner that
-predicts its IoU, both policies are scored ("replace" always takes the refined box, "gate" only
-where the refiner predicts an improvement). --split val keeps the project's hold-out images
+predicts its IoU, every policy is scored ("replace" always takes the refined box, "gate" only
+where the refiner predicts an improvement, "blend" mixes the two by the predicted gain). --split val keeps the project's hold-out images
 (train.data.is_validation(file_name, 0.15)), so a refiner is never scored on its training images.
 """
 

@@ -63,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure this model (.safetensors/.onnx/.engine) instead of the paper backbones",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--crops-only",
+        action="store_true",
+        help="time crop preparation alone (no model between frames: the paper's 32 ms figure, caches and cores not shared)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
 
 
@@ -70,6 +75,9 @@ def main(args: argparse.Namespace) -> None:
     env = environment(args.argv)
     width, height = parse_size(args.frame)
     box_counts = [int(count) for count in args.boxes.split(",")]
+    if args.crops_only:
+        crops_only(args, env, (width, height), box_counts)
+        return
     if args.refiner:
         models = {Path(args.refiner).stem: Path(args.refiner)}
     else:
@@ -97,6 +105,45 @@ def main(args: argparse.Namespace) -> None:
         "results": rows,
     }
     write_report(args.out, "Refinement latency per frame", env, results, latency_markdown(rows))
+
+
+def crops_only(args: argparse.Namespace, env: dict[str, Any], frame_size: tuple[int, int], box_counts: list[int]) -> None:
+    """Crop preparation per frame (windows, vectors, pixels) for each paper backbone's input size, nothing else."""
+    width, height = frame_size
+    rng = np.random.default_rng(args.seed)
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    rows = []
+    for name in args.backbones.split(","):
+        spec = paper_spec(name, CLASS_NAMES)
+        single, pool = CpuCropper(spec.input_size, workers=1), CpuCropper(spec.input_size, workers=args.workers)
+        try:
+            for count in box_counts:
+                samples: dict[str, list[float]] = defaultdict(list)
+                for index in range(args.warmup + args.frames):
+                    boxes = random_boxes(rng, count, width, height)
+                    timings = {"crop": timed(prepare_crops, spec, image, boxes, single)[1],
+                               "crop_pool": timed(prepare_crops, spec, image, boxes, pool)[1]}
+                    if index >= args.warmup:
+                        for stage, milliseconds in timings.items():
+                            samples[stage].append(milliseconds)
+                row: dict[str, Any] = {"backbone": name, "input_size": spec.input_size, "boxes": count}
+                for stage in ("crop", "crop_pool"):
+                    row[f"{stage}_ms_p50"], row[f"{stage}_ms_p95"] = percentiles(samples[stage])
+                rows.append(row)
+        finally:
+            single.close(), pool.close()
+    results = {
+        "settings": {"frame": [width, height], "frames": args.frames, "warmup": args.warmup, "crop_pool_workers": args.workers},
+        "keys": "per row: backbone, input_size, boxes, crop_ms_p50/p95 (1 thread), crop_pool_ms_p50/p95",
+        "results": rows,
+    }
+    table = markdown_table(
+        ["backbone", "size", "boxes", "crop p50/p95 ms (1 thread)", f"crop pool p50/p95 ms ({args.workers})", "best p50 / paper 32 ms"],
+        [[r["backbone"], r["input_size"], r["boxes"], f"{r['crop_ms_p50']:.2f} / {r['crop_ms_p95']:.2f}",
+          f"{r['crop_pool_ms_p50']:.2f} / {r['crop_pool_ms_p95']:.2f}",
+          ratio(min(r["crop_ms_p50"], r["crop_pool_ms_p50"]), PAPER_CROP_MS)] for r in rows],
+    )
+    write_report(args.out, "Crop preparation per frame (no model running)", env, results, table + "\n")
 
 
 def random_checkpoint(short_name: str, models_dir: Path = BENCHMARK_MODELS_DIR) -> Path:

@@ -46,8 +46,8 @@ def run_accuracy(dataset_and_refiner, tmp_path, *extra: str) -> dict:
 def test_ground_truth_boxes_score_one_and_both_policies_are_reported(dataset_and_refiner, tmp_path):
     report = run_accuracy(dataset_and_refiner, tmp_path, "--jitter", "0")
     assert report["baseline"]["AP"] == pytest.approx(1.0)
-    assert report["policy"] == "gate"  # the refiner predicts IoU, so gating is its default
-    assert report["refined"] == report["refined_gate"]
+    assert report["policy"] == "blend"  # the refiner predicts IoU, so blending is its default
+    assert report["refined"] == report["refined_blend"]
     assert set(report["refined_replace"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert sum(report["status_counts"]["replace"].values()) == sum(report["status_counts"]["gate"].values()) > 0
 

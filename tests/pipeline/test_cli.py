@@ -104,7 +104,7 @@ def test_clip_run_writes_jsonl_video_and_summary(inputs, tmp_path, capsys):
         summary["latency_ms"][stage]["count"] == 12 and summary["latency_ms"][stage]["p95_ms"] is not None for stage in STAGES
     )
     refiner = summary["refiner"]
-    assert refiner["backend"] == "torch" and refiner["device"] == "cpu" and refiner["policy"] == "gate"
+    assert refiner["backend"] == "torch" and refiner["device"] == "cpu" and refiner["policy"] == "blend"
     assert refiner["spec"]["class_names"] == ["person", "disc"] and refiner["class_mapping"] == {"pedestrian": "person"}
     assert summary["objects"]["small"] == 12 and summary["fps"] > 0
     assert "12 frames written" in capsys.readouterr().err

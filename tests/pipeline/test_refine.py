@@ -89,7 +89,7 @@ def test_outputs_decode_from_window_coordinates_and_are_clipped_to_the_frame():
     spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES, padding=0.5)
     backend = FixedOutputs(spec, [0.25, 0.25, 0.75, 0.75, 0.5, 0.9])
     detections = Detections([[40, 40, 60, 80], [150, 0, 170, 20]], [1, 1], [0, 2], DETECTOR_CLASSES)
-    result = refiner(backend)(frame(), detections)
+    result = refiner(backend, policy="replace")(frame(), detections)
     # Window of box 0 with padding 0.5: [30, 20, 70, 100]; its middle half is the box itself.
     np.testing.assert_allclose(result.refined_boxes[0], [40, 40, 60, 80])
     np.testing.assert_allclose(result.refined_boxes[1], [150, 0, 160, 20])  # x2 = 170 clipped to the 160 px frame
@@ -103,8 +103,8 @@ def test_outputs_decode_from_window_coordinates_and_are_clipped_to_the_frame():
 )
 def test_gate_keeps_the_input_box_unless_predicted_iou_improves(row, status):
     spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES)
-    step = refiner(FixedOutputs(spec, row))
-    assert step.policy == "gate"
+    step = refiner(FixedOutputs(spec, row), policy="gate")
+    assert refiner(FixedOutputs(spec, row)).policy == "blend"  # the default for refiners that predict IoU
     result = step(frame(), Detections([[40, 40, 60, 80]], [1], [0], DETECTOR_CLASSES))
     assert result.status == (status,)
     assert np.isnan(result.refined_boxes[0]).all() == (status == RefineStatus.GATED)
@@ -165,12 +165,12 @@ def test_iterations_crop_again_around_the_refined_box():
     detections = Detections([[40, 20, 90, 100]], [1], [0], DETECTOR_CLASSES)
     # Each pass keeps the middle 40% of a window twice the box's size: the box shrinks to 80% about its centre.
     shrink = FixedOutputs(spec, [0.3, 0.3, 0.7, 0.7, 0.5, 0.9])
-    result = refiner(shrink, iterations=2)(frame(), detections)
+    result = refiner(shrink, iterations=2, policy="replace")(frame(), detections)
     assert shrink.calls == 2
     np.testing.assert_allclose(result.final_boxes[0, 2] - result.final_boxes[0, 0], 50 * 0.8 * 0.8, atol=1.0)
     assert result.status == (RefineStatus.REFINED,) and result.detections is detections
     gated = FixedOutputs(spec, [0.3, 0.3, 0.7, 0.7, 0.9, 0.5])
-    refiner(gated, iterations=3)(frame(), detections)
+    refiner(gated, iterations=3, policy="gate")(frame(), detections)
     assert gated.calls == 1  # nothing changed, so nothing to refine again
     with pytest.raises(ValueError, match="iterations"):
         refiner(shrink, iterations=0)
