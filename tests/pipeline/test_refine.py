@@ -176,6 +176,17 @@ def test_iterations_crop_again_around_the_refined_box():
         refiner(shrink, iterations=0)
 
 
+def test_thousands_of_boxes_in_one_frame_are_refined_in_max_batch_chunks():
+    spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES, padding=0.5)
+    backend = FixedOutputs(spec, [0.25, 0.25, 0.75, 0.75, 0.5, 0.9])  # max batch 4; answers "the box itself"
+    rng = np.random.default_rng(0)
+    top_left = rng.uniform(0, 1, (5000, 2)) * [140, 100]  # inside the 160 x 120 frame
+    boxes = np.concatenate([top_left, top_left + rng.uniform(4, 20, (5000, 2))], axis=1)
+    result = refiner(backend, policy="replace")(frame(), Detections(boxes, np.ones(5000), np.zeros(5000), DETECTOR_CLASSES))
+    assert backend.calls == 1250 and result.status == (RefineStatus.REFINED,) * 5000
+    np.testing.assert_allclose(result.final_boxes, boxes, atol=1.0)  # windows snap to whole pixels
+
+
 def test_bad_configuration_fails_at_construction():
     spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES, predicts_iou=False)
     with pytest.raises(ValueError, match="predicts IoU"):

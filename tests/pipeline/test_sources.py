@@ -77,6 +77,16 @@ def test_empty_folder_and_non_video_file_are_refused(tmp_path):
         open_source(str(junk))
 
 
+def test_empty_video_and_refused_url_are_refused_at_once(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48)).release()  # no frames
+    with pytest.raises(SourceError, match="cannot open .*empty.mp4"):
+        open_source(str(empty))
+    for url in ("http://127.0.0.1:9/stream.mjpg", "rtsp://127.0.0.1:9/stream"):  # port 9 (discard): closed here
+        with pytest.raises(SourceError, match="check the URL and that the stream is reachable"):
+            open_source(url)
+
+
 def test_urls_are_live(monkeypatch):
     opened = []
 
