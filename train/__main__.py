@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.checkpoint import CheckpointError, load_refiner
 from pipeline.spec import PAPER_BACKBONES, RefinerSpec
 from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import DatasetError, load_images
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's .state.pt")
+    parser.add_argument("--init", type=Path, help="start from this refiner's weights with a fresh optimizer (a warm restart)")
     return parser.parse_args(argv)
 
 
@@ -81,12 +83,23 @@ def main(argv: list[str] | None = None) -> int:
         boxes_per_image=args.boxes_per_image, loss=args.loss, optimizer=args.optimizer,
         learning_rate=args.lr or (1.0 if args.optimizer == "adadelta" else 1e-3), seed=args.seed, workers=args.workers,
         time_limit_minutes=args.time_limit, early_stop_patience=args.early_stop, val_boxes=args.val_boxes, device=args.device, resume=args.resume,
+        init=args.init,
         augment=AugmentConfig(
             jitter_min=args.jitter[0], jitter_max=args.jitter[1], jitter_spread=args.jitter_spread,
             padding_min=args.train_padding[0] if args.train_padding else None,
             padding_max=args.train_padding[1] if args.train_padding else None,
         ),
     )
+    if args.init is not None:
+        try:
+            start_spec = load_refiner(args.init).spec
+        except CheckpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if start_spec != config.spec:
+            print(f"error: --init {args.init} is a {start_spec.name} model but this run trains {config.spec.name}; "
+                  "pass the same --backbone, --input-size, padding and classes", file=sys.stderr)
+            return 2
     print(f"train: {len(train_images)} images, val: {len(val_images)} images, classes: {', '.join(class_names)}", flush=True)
     print(json.dumps(config_summary(config), default=str), flush=True)
     best = train(config, train_images, val_images)

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from pipeline.checkpoint import save_refiner
+from pipeline.checkpoint import load_refiner, save_refiner
 from pipeline.model import RefinerNet
 from pipeline.spec import RefinerSpec
 from train.augment import AugmentConfig, Sample, make_sample
@@ -48,6 +48,7 @@ class TrainConfig:
     val_boxes: int = 1500
     device: str = "cpu"
     resume: bool = False
+    init: Path | None = None  # start from these weights (same spec) with a fresh optimizer and schedule
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -125,6 +126,11 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if config.device == "cuda" else "cpu")
     torch.manual_seed(config.seed)
     model = RefinerNet(config.spec).to(device)
+    if config.init is not None:
+        start = load_refiner(config.init)
+        if start.spec != config.spec:
+            raise ValueError(f"--init {config.init} was trained for another spec ({start.spec.name}); use the same backbone, size and classes")
+        model.load_state_dict(start.state_dict())
     network = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = OPTIMIZERS[config.optimizer](network.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=config.plateau_patience)

@@ -28,3 +28,24 @@ def test_resume_continues_epochs_log_and_minutes(tmp_path: Path):
     minutes = [r["minutes"] for r in records]
     assert minutes == sorted(minutes) and minutes[1] > minutes[0]  # the clock carries over the resume
     assert load_refiner(tmp_path / "r.safetensors").spec == spec
+
+
+def test_init_starts_from_given_weights_and_refuses_another_spec(tmp_path: Path):
+    import torch
+
+    from pipeline.checkpoint import save_refiner
+    from pipeline.model import RefinerNet
+
+    spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=32, class_names=("box",))
+    torch.manual_seed(3)
+    start = save_refiner(RefinerNet(spec), tmp_path / "start.safetensors")
+    images = flat_scenes(0, 8)
+    # Learning rate 0: training moves no weight, so the saved model's head is the --init model's head.
+    config = TrainConfig(spec=spec, out=tmp_path / "warm.safetensors", epochs=1, batch_size=8, optimizer="adamw",
+                         learning_rate=0.0, val_boxes=8, init=start)
+    train(config, images, images)
+    warm, initial = load_refiner(tmp_path / "warm.safetensors"), load_refiner(start)
+    assert torch.equal(warm.box_head.weight, initial.box_head.weight)
+    other = RefinerSpec(backbone="mobilenetv3_small_050", input_size=48, class_names=("box",))
+    with pytest.raises(ValueError, match="another spec"):
+        train(TrainConfig(spec=other, out=tmp_path / "x.safetensors", epochs=1, init=start), images, images)
