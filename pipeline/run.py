@@ -69,8 +69,6 @@ class RunConfig:
     min_free_mb: float = 100.0  # refuse to start with less free space than this where outputs go
 
     def __post_init__(self) -> None:
-        if self.refine and self.refiner is None:
-            raise UsageError("no refiner given; pass --refiner MODEL (.safetensors, .onnx or .engine) or --no-refine")
         if self.backend not in BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.device is not None and self.device not in DEVICES:
@@ -96,7 +94,9 @@ class RunReport:
 
 def run(config: RunConfig, detector: Detector | None = None, source: FrameSource | None = None) -> RunReport:
     """Run the pipeline; `detector` and `source` override config.detector and config.source (tests, the demo)."""
-    source = source or open_source(config.source)
+    source = source or open_source(config.source)  # first: a wrong source is the likeliest mistake
+    if config.refine and config.refiner is None:
+        raise UsageError("no refiner given; pass --refiner MODEL (.safetensors, .onnx or .engine) or --no-refine")
     output_dir = choose_output_dir(config.output)
     check_writable(output_dir, config.min_free_mb)
     device = resolve_device(config.device)

@@ -136,6 +136,7 @@ def test_show_without_a_display_warns_and_runs_on(inputs, tmp_path, monkeypatch,
     [
         (["--source", "missing.mp4", "--no-refine", "--detector", "x.pt"], "is not a video file"),
         (["--source", "{clip}", "--detector", "{detections}"], "no refiner given"),
+        (["--source", "missing.mp4", "--detector", "{detections}"], "is not a video file"),  # the source is checked first
         (["--source", "{clip}", "--detector", "nothing.txt", "--no-refine"], "detections file nothing.txt does not exist"),
         (["--source", "{clip}", "--detector", "{detections}", "--refiner", "missing.safetensors"], "does not exist"),
         (
