@@ -68,8 +68,8 @@ class FrameSource(ABC):
         """Cut short any wait inside the source (a reconnect back-off); called when the run stops."""
 
     def health(self) -> dict[str, int | bool]:
-        """What went wrong while reading, for summary.json."""
-        return {"reconnects": self.reconnects, "frames_lost": self.frames_lost, "ended_early": self.ended_early}
+        """What went wrong while reading, for summary.json (frames lost are counted under "frames")."""
+        return {"reconnects": self.reconnects, "ended_early": self.ended_early}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.checkpoint import CheckpointError, load_refiner
+from pipeline.checkpoint import CheckpointError, read_spec
 from pipeline.spec import PAPER_BACKBONES, RefinerSpec
 from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import DatasetError, load_images
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.init is not None:
         try:
-            start_spec = load_refiner(args.init).spec
+            start_spec = read_spec(args.init)  # the spec only; the loop loads the weights
         except CheckpointError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
