@@ -11,6 +11,7 @@ pixels, within one grey level.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from itertools import count as count_from
 
 import cv2
 import numpy as np
@@ -41,7 +42,8 @@ class CpuCropper:
     def __init__(self, input_size: int, workers: int = 1, capacity: int = 32) -> None:
         self.input_size = input_size
         self.workers = max(1, workers)
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="crop") if self.workers > 1 else None
+        # The calling thread crops too, so `workers` threads in all need a pool of one fewer.
+        self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="crop") if self.workers > 1 else None
         self._buffer = np.empty((capacity, input_size, input_size, 3), dtype=np.uint8)
 
     def crop(self, frame: np.ndarray, windows: np.ndarray) -> np.ndarray:
@@ -52,13 +54,24 @@ class CpuCropper:
         if count > len(self._buffer):
             self._buffer = np.empty((count, self.input_size, self.input_size, 3), dtype=np.uint8)
         batch = self._buffer[:count]
+
         if self._pool is None or count < 2:
             for window, out in zip(windows, batch):
                 crop_one(frame, window, out)
-        else:
-            # One task per worker, each taking a contiguous share, keeps pool overhead per frame small.
-            shares = np.array_split(np.arange(count), min(self.workers, count))
-            list(self._pool.map(lambda idx: [crop_one(frame, windows[i], batch[i]) for i in idx], shares))
+            return batch
+        # Crops are claimed one at a time from a shared counter (next() on itertools.count is atomic
+        # under the GIL): a helper that wakes late, or whose core is busy, takes fewer crops instead of
+        # holding up the frame, so a frame costs at most about the calling thread cropping alone.
+        claims = count_from(0)
+
+        def crop_claimed() -> None:
+            while (index := next(claims)) < count:
+                crop_one(frame, windows[index], batch[index])
+
+        helpers = [self._pool.submit(crop_claimed) for _ in range(min(self.workers - 1, count - 1))]
+        crop_claimed()
+        for helper in helpers:
+            helper.result()
         return batch
 
     def close(self) -> None:
