@@ -90,14 +90,12 @@ def random_refiner(spec: RefinerSpec, seed: int = 0) -> RefinerNet:
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
     with torch.no_grad():
-        crops, _ = random_inputs(spec, 2, seed)
-        model.backbone(model.normalise(torch.from_numpy(crops)))
+        crops, vectors = (torch.from_numpy(array) for array in random_inputs(spec, 2, seed))
+        model.embed(crops, vectors)
         model.eval()
         # Measured on other images: features of unseen crops are what the heads will see.
         crops, vectors = (torch.from_numpy(array) for array in random_inputs(spec, 2, seed + 1))
-        features = model.backbone(model.normalise(crops))
-        if model.mixture is not None:
-            features = features * model.mixture(vectors)
+        features = model.embed(crops, vectors)
         scale = 1.0 / (features.square().mean().sqrt().item() * math.sqrt(features.shape[1]))
         for head in (model.box_head, model.quality_head):
             if head is not None:

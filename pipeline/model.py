@@ -13,6 +13,41 @@ from torch import nn
 
 from pipeline.spec import RefinerSpec
 
+SPATIAL_CHANNELS = 32  # channels per grid cell the spatial head keeps
+
+
+def drop_unused_children(backbone: nn.Module, input_size: int) -> tuple[int, int]:
+    """Replace the backbone's children that `forward_features` never calls (its pooled head).
+
+    timm's MobileNetV3 keeps its 1x1 `conv_head` outside `forward_features`; left in place it
+    would add unused weights to every checkpoint. Returns the feature map's (channels, grid side).
+    """
+    called: set[str] = set()
+    hooks = [child.register_forward_hook(lambda *_, name=name: called.add(name)) for name, child in backbone.named_children()]
+    was_training = backbone.training
+    with torch.no_grad():
+        features = backbone.eval().forward_features(torch.zeros(1, 3, input_size, input_size))
+    backbone.train(was_training)
+    for hook in hooks:
+        hook.remove()
+    for name, _ in list(backbone.named_children()):
+        if name not in called:
+            setattr(backbone, name, nn.Identity())
+    return features.shape[1], features.shape[-1]
+
+
+class SpatialHead(nn.Module):
+    """Feature grid -> embedding that keeps position: 1x1 conv to a few channels, flatten, linear."""
+
+    def __init__(self, channels: int, grid: int, width: int) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(channels, SPATIAL_CHANNELS, 1, bias=False),
+                                    nn.BatchNorm2d(SPATIAL_CHANNELS), nn.ReLU(inplace=True))
+        self.embed = nn.Sequential(nn.Flatten(1), nn.Linear(SPATIAL_CHANNELS * grid * grid, width), nn.ReLU(inplace=True))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.reduce(features))
+
 
 class RefinerNet(nn.Module):
     """BBRefinement (paper section 2.2) with an optional IoU-quality head.
@@ -27,6 +62,10 @@ class RefinerNet(nn.Module):
         self.spec = spec
         self.backbone = timm.create_model(spec.backbone, pretrained=False, num_classes=0)
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.spatial = None
+        if spec.head == "spatial":
+            channels, grid = drop_unused_children(self.backbone, spec.input_size)
+            self.spatial = SpatialHead(channels, grid, width)
         self.mixture = (
             nn.Sequential(nn.Linear(spec.vector_size, width), nn.ReLU(inplace=True), nn.Linear(width, width))
             if spec.use_mixture
@@ -61,10 +100,16 @@ class RefinerNet(nn.Module):
         images = (images - self.pixel_mean) / self.pixel_std
         return images.flip(1)
 
-    def forward(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        embedding = self.backbone(self.normalise(crops))
+    def embed(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """The embedding both heads read: image features, times the mixture embedding when used."""
+        images = self.normalise(crops)
+        embedding = self.backbone(images) if self.spatial is None else self.spatial(self.backbone.forward_features(images))
         if self.mixture is not None:
             embedding = embedding * self.mixture(vectors.to(embedding.dtype))
+        return embedding
+
+    def forward(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        embedding = self.embed(crops, vectors)
         outputs = [self.box_head(embedding)]
         if self.quality_head is not None:
             outputs.append(self.quality_head(embedding))

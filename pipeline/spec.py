@@ -29,6 +29,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # input box, which the paper's centre alone cannot describe.
 BOX_MIXTURE_DIMS = 4
 
+# How the backbone's feature map becomes one embedding: "pooled" averages it away (the paper's
+# EfficientNet head); "spatial" keeps the grid (1x1 conv to a few channels, flattened), so the
+# head knows *where* an edge is instead of having to encode position in channels.
+HEADS = ("pooled", "spatial")
+
 
 class SpecError(ValueError):
     """A model file's spec is missing, malformed, or of a version this code cannot read."""
@@ -46,6 +51,7 @@ class RefinerSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     use_mixture: bool = True
     predicts_iou: bool = True
+    head: str = "pooled"
     version: int = SPEC_VERSION
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -63,6 +69,8 @@ class RefinerSpec:
             raise SpecError("refiner spec has no class names")
         if not 0.0 <= self.padding <= 1.0:
             raise SpecError(f"refiner padding {self.padding} is outside 0..1")
+        if self.head not in HEADS:
+            raise SpecError(f"refiner head {self.head!r} is not one of {', '.join(HEADS)}; it was written by a newer version")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise SpecError("refiner normalisation needs 3 means and 3 positive stds")
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -86,7 +94,8 @@ class RefinerSpec:
     @property
     def name(self) -> str:
         """File stem used for artifacts built from this spec."""
-        return f"refiner-{self.backbone}-{self.input_size}"
+        suffix = "" if self.head == "pooled" else f"-{self.head}"
+        return f"refiner-{self.backbone}-{self.input_size}{suffix}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

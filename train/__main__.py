@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from pipeline.checkpoint import CheckpointError, read_spec
-from pipeline.spec import PAPER_BACKBONES, RefinerSpec
+from pipeline.spec import HEADS, PAPER_BACKBONES, RefinerSpec
 from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import DatasetError, load_images
 from train.loop import TrainConfig, config_summary, train
@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="random padding per side in training (the paper's); default: the inference --padding, "
                              "so the input box sits where it will at run time")
     parser.add_argument("--no-mixture", action="store_true", help="the paper's naive refiner (image only), for the ablation")
+    parser.add_argument("--head", choices=HEADS, default="pooled",
+                        help="pooled: the paper's global-average embedding; spatial: keep the feature grid (knows where edges are)")
     parser.add_argument("--no-quality", action="store_true", help="no IoU-prediction head (the paper's 4-output model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data-loader processes")
@@ -64,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_spec(args: argparse.Namespace, class_names: tuple[str, ...]) -> RefinerSpec:
     backbone, native = PAPER_BACKBONES.get(args.backbone.lower(), (args.backbone, 224))
     return RefinerSpec(backbone=backbone, input_size=args.input_size or native, class_names=class_names,
-                       padding=args.padding, use_mixture=not args.no_mixture, predicts_iou=not args.no_quality)
+                       padding=args.padding, use_mixture=not args.no_mixture, predicts_iou=not args.no_quality,
+                       head=args.head)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,3 +46,31 @@ def test_any_timm_backbone_builds(backbone):
     model = RefinerNet(RefinerSpec(backbone=backbone, input_size=64, class_names=("a",))).eval()
     out = model(torch.zeros(1, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, model.spec.vector_size))
     assert out.shape == (1, 6)
+
+
+def test_spatial_head_keeps_no_unused_backbone_weights():
+    """MobileNetV3's pooled conv_head is never called on the spatial path, so it must not be saved."""
+    pooled = RefinerNet(RefinerSpec(**TINY))
+    spatial = RefinerNet(RefinerSpec(**TINY, head="spatial"))
+    assert any(name.startswith("backbone.conv_head") for name in pooled.state_dict())
+    assert not any(name.startswith("backbone.conv_head") for name in spatial.state_dict())
+    out = spatial.eval()(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8), torch.rand(2, spatial.spec.vector_size))
+    assert out.shape == (2, 6) and ((out > 0) & (out < 1)).all()
+
+
+def test_spatial_head_sees_where_a_feature_is():
+    """Global pooling cannot tell a pattern on the left from the same pattern on the right; the grid can."""
+    torch.manual_seed(0)
+    spatial = RefinerNet(RefinerSpec(**TINY, head="spatial")).eval()
+    features = torch.zeros(2, *spatial.backbone.forward_features(spatial.normalise(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))).shape[1:])
+    features[0, :, :, 0] = 1.0  # left column
+    features[1, :, :, -1] = 1.0  # right column
+    embedding = spatial.spatial(features)
+    assert features.mean(dim=(2, 3)).allclose(features[0].mean(dim=(1, 2)).expand(2, -1))  # pooled: identical
+    assert not torch.allclose(embedding[0], embedding[1])
+
+
+def test_old_spec_without_head_reads_as_pooled():
+    spec = RefinerSpec(**TINY)
+    text = spec.to_json().replace(', "head": "pooled"', "").replace('"head": "pooled", ', "")
+    assert '"head"' not in text and RefinerSpec.from_json(text).head == "pooled"

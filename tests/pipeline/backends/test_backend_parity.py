@@ -31,3 +31,15 @@ def test_onnxruntime_matches_torch(exported, batch):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=ONNX_TOLERANCE)
     if batch > 1:  # the outputs move with the input, so agreeing on them means something
         assert expected.std(axis=0).min() > 1e-3
+
+
+def test_spatial_head_exports_and_matches_torch(tmp_path):
+    """The spatial head's flatten must keep a dynamic batch through ONNX."""
+    spec = paper_spec("b0", ("person",), input_size=128, head="spatial")
+    model = random_refiner(spec)
+    onnx_path = export_onnx(model, tmp_path / f"{spec.name}.onnx", max_batch=8)
+    for batch in (1, 5):
+        crops, vectors = random_inputs(spec, batch, seed=batch)
+        expected = TorchBackend(model, "cpu").refine(crops, vectors)
+        actual = OnnxRuntimeBackend(onnx_path, "cpu", threads=os.cpu_count()).refine(crops, vectors)
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=ONNX_TOLERANCE)
