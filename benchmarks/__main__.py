@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "accuracy": "COCO AP of input boxes and of refined boxes",
     "distortion": "refined IoU vs distortion of the mixture centre (paper figure 8)",
     "training": "training runs side by side at equal CPU time (backbones, crop sizes, settings)",
+    "mixing": "AP for every way of mixing input and refined boxes, and the per-box oracle",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
 }
 

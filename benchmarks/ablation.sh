@@ -17,4 +17,10 @@ for m in 16 32 64; do
   mot --min-size $m --out $O/ablation-mot17-mini-minsize$m.json > /dev/null
   coco --jitter 0.05 --seed 0 --min-size $m --out $O/ablation-coco-person-val-jitter0.05-minsize$m.json > /dev/null
 done
+# How much of the refined box to take (fixed weights, blend temperatures, per-box oracle)
+mix() { .venv/bin/python -m benchmarks mixing --refiner $R "$@" > /dev/null; }
+for s in 0.05 0.1 0.2; do
+  mix --annotations $C/annotations/instances_person.json --images $C/images --split val --jitter $s --out $O/mixing-coco-person-val-jitter$s.json
+done
+mix --annotations $M/annotations/gt_pedestrian.json --images $M/sequences --detections $M/annotations/det_results.json --out $O/mixing-mot17-mini.json
 echo done

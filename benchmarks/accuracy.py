@@ -37,7 +37,8 @@ from train.data import is_validation
 VALIDATION_FRACTION = 0.15  # the project's hold-out split, as train/ uses it
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """Ground truth, the boxes to refine (a file, jittered GT or a detector), the refiner, the split."""
     parser.add_argument("--annotations", type=Path, required=True, help="COCO ground-truth json")
     parser.add_argument("--images", type=Path, required=True, help="folder the GT file_names are relative to")
     boxes = parser.add_mutually_exclusive_group(required=True)
@@ -46,23 +47,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     boxes.add_argument("--detector", type=Path, help="YOLO model run on every image")
     parser.add_argument("--seed", type=int, default=0, help="seed of --jitter")
     parser.add_argument("--refiner", type=Path, required=True)
-    parser.add_argument("--split", choices=("val", "all"), default="all")
-    parser.add_argument("--policy", choices=POLICIES, default=None, help="the headline policy; default: the refiner's")
-    parser.add_argument("--flip-tta", action="store_true", help="refine the mirrored crop too and average")
-    parser.add_argument("--iterations", type=int, default=1, help="refinement passes per box")
-    parser.add_argument("--min-size", type=float, default=0.0, help="refine only boxes at least this many px wide and high")
+    parser.add_argument("--split", choices=("val", "train", "all"), default="all",
+                        help="val: the held-out images; train: the refiners' training images (for calibration)")
     parser.add_argument("--backend", choices=KINDS, default="onnxruntime")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--max-images", type=int, default=None, help="first N images of the split (quick checks)")
     parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
 
 
-def main(args: argparse.Namespace) -> None:
-    env = environment(args.argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_input_arguments(parser)
+    parser.add_argument("--policy", choices=POLICIES, default=None, help="the headline policy; default: the refiner's")
+    parser.add_argument("--flip-tta", action="store_true", help="refine the mirrored crop too and average")
+    parser.add_argument("--iterations", type=int, default=1, help="refinement passes per box")
+    parser.add_argument("--min-size", type=float, default=0.0, help="refine only boxes at least this many px wide and high")
+
+
+def open_inputs(args: argparse.Namespace) -> tuple[COCO, list[int], Detector, RefinerBackend]:
+    """Ground truth, the selected image ids, the boxes to refine and the refiner, from the CLI."""
     ground_truth = load_ground_truth(args.annotations)
     image_ids = select_images(ground_truth, args.split, args.max_images)
-    detector = input_detector(args, ground_truth, image_ids)
-    backend = open_backend(args.backend, args.refiner, args.device)
+    return ground_truth, image_ids, input_detector(args, ground_truth, image_ids), open_backend(args.backend, args.refiner, args.device)
+
+
+def main(args: argparse.Namespace) -> None:
+    env = environment(args.argv)
+    ground_truth, image_ids, detector, backend = open_inputs(args)
     try:
         policy = args.policy or default_policy(backend.spec)
         policies = scored_policies(backend.spec)
@@ -121,8 +131,9 @@ def scored_policies(spec: RefinerSpec) -> tuple[Policy, ...]:
 
 def select_images(ground_truth: COCO, split: str, limit: int | None = None) -> list[int]:
     image_ids = sorted(ground_truth.imgs)
-    if split == "val":
-        image_ids = [i for i in image_ids if is_validation(ground_truth.imgs[i]["file_name"], VALIDATION_FRACTION)]
+    if split in ("val", "train"):
+        keep = split == "val"
+        image_ids = [i for i in image_ids if is_validation(ground_truth.imgs[i]["file_name"], VALIDATION_FRACTION) == keep]
     return image_ids[:limit]
 
 

@@ -7,19 +7,7 @@ import json
 import pytest
 
 from benchmarks.__main__ import main
-from build_engine import random_refiner
-from pipeline.onnx_export import export_onnx
 from pipeline.spec import RefinerSpec
-from pipeline.synthetic import write_coco_dataset
-
-
-@pytest.fixture(scope="module")
-def dataset_and_refiner(tmp_path_factory):
-    root = tmp_path_factory.mktemp("accuracy")
-    annotations = write_coco_dataset(root / "data", n_images=3, width=160, height=120, seed=0)
-    names = tuple(c["name"] for c in sorted(json.loads(annotations.read_text())["categories"], key=lambda c: c["id"]))
-    spec = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=names)
-    return annotations, export_onnx(random_refiner(spec), root / "tiny.onnx", max_batch=8)
 
 
 def run_accuracy(dataset_and_refiner, tmp_path, *extra: str) -> dict:
@@ -88,3 +76,14 @@ def test_repeat_cache_runs_a_repeated_call_once():
     assert Counting.calls == 1
     cache.refine(crops * 2, vectors)
     assert Counting.calls == 2
+
+
+def test_train_and_val_splits_partition_the_images():
+    from types import SimpleNamespace
+
+    from benchmarks.accuracy import select_images
+
+    ground_truth = SimpleNamespace(imgs={i: {"file_name": f"{i:012d}.jpg"} for i in range(200)})
+    train, val = select_images(ground_truth, "train"), select_images(ground_truth, "val")
+    assert sorted(train + val) == select_images(ground_truth, "all") and not set(train) & set(val)
+    assert 10 < len(val) < 60  # about the 15% the refiners hold out

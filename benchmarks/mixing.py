@@ -1,0 +1,137 @@
+"""How much of the refined box to take: COCO AP for every way of mixing it with the input box.
+
+One refiner pass per image ("replace" policy, so every refined box is kept), then the input box
+and the refined box are mixed as w x refined + (1 - w) x input with:
+- fixed weights w (0 = the detector's boxes, 1 = the paper's refiner),
+- the blend policy's weight, sigmoid(predicted IoU gain / T), for several temperatures T,
+- the per-box oracle that picks whichever of the two boxes overlaps its ground truth more: the
+  ceiling of any gate that chooses between the two boxes.
+It answers "is the refiner or the gate the limit?" and, run with --split train, calibrates the
+blend temperature on training images instead of on the held-out ones it is judged on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from benchmarks.accuracy import add_input_arguments, category_names, describe_input, open_inputs, read_image
+from benchmarks.coco_eval import coco_results
+from benchmarks.report import environment, markdown_table, write_report
+from pipeline.class_mapping import ClassMapping
+from pipeline.crops import CpuCropper
+from pipeline.detectors import Detector
+from pipeline.evaluation import coco_ap
+from pipeline.refine import BLEND_TEMPERATURE, FrameRefiner
+from pipeline.sources import Frame
+
+DEFAULT_WEIGHTS = (0.0, 0.3, 0.5, 0.7, 0.8, 1.0)
+DEFAULT_TEMPERATURES = (0.02, 0.05, 0.1, 0.2)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_input_arguments(parser)
+    parser.add_argument("--flip-tta", action="store_true", help="refine the mirrored crop too and average")
+    parser.add_argument("--weights", type=float, nargs="+", default=DEFAULT_WEIGHTS, help="fixed mixing weights")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=DEFAULT_TEMPERATURES, help="blend temperatures")
+
+
+def main(args: argparse.Namespace) -> None:
+    env = environment(args.argv)
+    ground_truth, image_ids, detector, backend = open_inputs(args)
+    try:
+        if not backend.spec.predicts_iou:
+            raise SystemExit(f"{args.refiner} does not predict its IoU; the mixing study needs the quality head")
+        boxes = refine_all(ground_truth, args.images, image_ids, detector, backend, args.flip_tta)
+    finally:
+        backend.close()
+    scores = {name: coco_ap(ground_truth, results, image_ids)["AP"] for name, results in mixtures(boxes, args).items()}
+    results: dict[str, Any] = {
+        "images": len(image_ids), "split": args.split, "input": describe_input(args), "refiner": str(args.refiner),
+        "flip_tta": args.flip_tta, "boxes": len(boxes["scores"]), "default_temperature": BLEND_TEMPERATURE,
+        "keys": "AP of: weight_<w> (fixed mix), blend_t<T> (blend policy at temperature T), oracle (per-box best of input/refined)",
+        "ap": scores,
+        "mean_iou": {"input": float(boxes["iou_input"].mean()), "refined": float(boxes["iou_refined"].mean())},
+    }
+    write_report(args.out, f"Mixing input and refined boxes: {describe_input(args)}", env, results, mixing_markdown(results))
+
+
+def refine_all(ground_truth: Any, images_dir: Path, image_ids: list[int], detector: Detector, backend: Any,
+               flip_tta: bool) -> dict[str, np.ndarray]:
+    """Per evaluable detection: image id, input box, refined box, predicted IoUs, score, category, true IoUs."""
+    gt_names, gt_category_ids = category_names(ground_truth)
+    to_gt = ClassMapping.by_name(detector.class_names, gt_names).table
+    cropper = CpuCropper(backend.spec.input_size)
+    refiner = FrameRefiner(backend, ClassMapping.by_name(detector.class_names, backend.spec.class_names), cropper,
+                           policy="replace", flip_tta=flip_tta)
+    rows: dict[str, list] = {key: [] for key in ("image_id", "input", "refined", "predicted", "scores", "categories")}
+    try:
+        for index, image_id in enumerate(image_ids):
+            name = ground_truth.imgs[image_id]["file_name"]
+            frame = Frame(index, read_image(images_dir / name), None, name)
+            detections = detector.detect(frame)
+            if not len(detections):
+                continue
+            refined = refiner(frame, detections)
+            for i in np.flatnonzero(to_gt[detections.class_ids] >= 0):
+                changed = refined.changed[i]
+                rows["image_id"].append(image_id)
+                rows["input"].append(detections.boxes[i])
+                rows["refined"].append(refined.refined_boxes[i] if changed else detections.boxes[i])
+                rows["predicted"].append(refined.predicted_iou[i] if changed else (1.0, 0.0))  # unrefined: keep input
+                rows["scores"].append(detections.scores[i])
+                rows["categories"].append(gt_category_ids[to_gt[detections.class_ids[i]]])
+    finally:
+        cropper.close()
+    boxes = {key: np.array(value, dtype=np.float64 if key != "image_id" else np.int64) for key, value in rows.items()}
+    for key in ("input", "refined", "predicted"):
+        boxes[key] = boxes[key].reshape(-1, 2 if key == "predicted" else 4)
+    boxes["iou_input"], boxes["iou_refined"] = (best_gt_iou(ground_truth, boxes["image_id"], boxes[key]) for key in ("input", "refined"))
+    return boxes
+
+
+def best_gt_iou(ground_truth: Any, image_ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of each box with the ground-truth box (not crowd) it overlaps most; 0 where none."""
+    best = np.zeros(len(boxes))
+    for image_id in np.unique(image_ids):
+        rows = np.flatnonzero(image_ids == image_id)
+        truth = np.array([a["bbox"] for a in ground_truth.imgToAnns[int(image_id)] if not a.get("iscrowd", 0)], dtype=np.float64)
+        if len(truth):
+            truth[:, 2:] += truth[:, :2]
+            best[rows] = box_iou(torch.from_numpy(boxes[rows]), torch.from_numpy(truth)).max(dim=1).values.numpy()
+    return best
+
+
+def mixtures(boxes: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, list[dict]]:
+    """COCO results for every mixing rule, keyed by its report name."""
+    weights: dict[str, np.ndarray] = {f"weight_{w:g}": np.full(len(boxes["scores"]), w) for w in args.weights}
+    gain = boxes["predicted"][:, 1] - boxes["predicted"][:, 0]
+    for temperature in args.temperatures:
+        weights[f"blend_t{temperature:g}"] = 1.0 / (1.0 + np.exp(-gain / temperature))
+    weights["oracle"] = (boxes["iou_refined"] > boxes["iou_input"]).astype(np.float64)
+    results = {}
+    for name, weight in weights.items():
+        mixed = weight[:, None] * boxes["refined"] + (1 - weight[:, None]) * boxes["input"]
+        entries: list[dict] = []
+        for image_id in np.unique(boxes["image_id"]):
+            rows = boxes["image_id"] == image_id
+            entries += coco_results(int(image_id), mixed[rows], boxes["scores"][rows], boxes["categories"][rows])
+        results[name] = entries
+    return results
+
+
+def mixing_markdown(results: dict[str, Any]) -> str:
+    ap = results["ap"]
+    rows = [[name, f"{100 * value:.1f}", f"{100 * (value - ap['weight_0']):+.1f}" if "weight_0" in ap else "n/a"]
+            for name, value in ap.items()]
+    return (
+        f"{results['images']} images ({results['split']} split), {results['boxes']} boxes, refiner `{results['refiner']}`"
+        f" (flip TTA {results['flip_tta']}). Mean IoU with the truth: input {results['mean_iou']['input']:.3f},"
+        f" refined {results['mean_iou']['refined']:.3f}. The pipeline's blend temperature is {results['default_temperature']:g}.\n\n"
+        + markdown_table(["mix", "AP %", "vs input"], rows) + "\n"
+    )
