@@ -10,7 +10,7 @@ pixels, within one grey level.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from itertools import count as count_from
 
 import cv2
@@ -69,9 +69,12 @@ class CpuCropper:
                 crop_one(frame, windows[index], batch[index])
 
         helpers = [self._pool.submit(crop_claimed) for _ in range(min(self.workers - 1, count - 1))]
-        crop_claimed()
+        try:
+            crop_claimed()
+        finally:  # even when this thread fails, no helper may still write once the buffer is reused
+            wait(helpers)
         for helper in helpers:
-            helper.result()
+            helper.result()  # re-raises a helper's error
         return batch
 
     def close(self) -> None:

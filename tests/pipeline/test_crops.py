@@ -53,3 +53,12 @@ def _single(frame, window):
 def test_rejects_non_bgr_frames():
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         CpuCropper(8).crop(np.zeros((4, 4), np.uint8), np.zeros((0, 4), np.int64))
+
+
+def test_pool_raises_a_failing_crop_whichever_thread_took_it(frame):
+    cropper = CpuCropper(24, workers=2)
+    try:
+        with pytest.raises(ValueError):
+            cropper.crop(frame, np.zeros((6, 3), np.int64))  # three coordinates per window
+    finally:
+        cropper.close()
