@@ -3,7 +3,7 @@
 It writes a short clip of moving, overlapping objects (pipeline.synthetic), runs the committed
 demo detector and the committed synthetic-scene refiner through the real threaded pipeline, then
 scores the detector's boxes and the refined boxes with COCO AP against the clip's ground truth.
-Like any run, it uses the refiner's default policy (the IoU gate) unless --policy says otherwise.
+Like any run, it uses the refiner's default policy (blend, for refiners with an IoU head) unless --policy says otherwise.
 """
 
 from __future__ import annotations

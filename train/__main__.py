@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if start_spec != config.spec:
             print(f"error: --init {args.init} is a {start_spec.name} model but this run trains {config.spec.name}; "
-                  "pass the same --backbone, --input-size, padding and classes", file=sys.stderr)
+                  "pass the same --backbone, --input-size, --head, padding and classes", file=sys.stderr)
             return 2
     print(f"train: {len(train_images)} images, val: {len(val_images)} images, classes: {', '.join(class_names)}", flush=True)
     print(json.dumps(config_summary(config), default=str), flush=True)

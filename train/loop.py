@@ -129,7 +129,7 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
     if config.init is not None:
         start = load_refiner(config.init)
         if start.spec != config.spec:
-            raise ValueError(f"--init {config.init} was trained for another spec ({start.spec.name}); use the same backbone, size and classes")
+            raise ValueError(f"--init {config.init} was trained for another spec ({start.spec.name}); use the same backbone, size, head and classes")
         model.load_state_dict(start.state_dict())
     network = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = OPTIMIZERS[config.optimizer](network.parameters(), lr=config.learning_rate)
