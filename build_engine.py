@@ -91,7 +91,7 @@ def random_refiner(spec: RefinerSpec, seed: int = 0) -> RefinerNet:
             module.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
     with torch.no_grad():
         crops, vectors = (torch.from_numpy(array) for array in random_inputs(spec, 2, seed))
-        model.embed(crops, vectors)
+        model(crops, vectors)
         model.eval()
         # Measured on other images: features of unseen crops are what the heads will see.
         crops, vectors = (torch.from_numpy(array) for array in random_inputs(spec, 2, seed + 1))

@@ -8,6 +8,9 @@ and the refined box are mixed as w x refined + (1 - w) x input with:
   ceiling of any gate that chooses between the two boxes.
 It answers "is the refiner or the gate the limit?" and, run with --split train, calibrates the
 blend temperature on training images instead of on the held-out ones it is judged on.
+It also says where the refiner's error sits: mean error per side as a fraction of the true box's
+size, before and after refining, and how the boxes fare whose true box reaches outside the crop
+window (the refiner cannot see that edge; only a larger padding or a second iteration can).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pipeline.sources import Frame
 
 DEFAULT_WEIGHTS = (0.0, 0.3, 0.5, 0.7, 0.8, 1.0)
 DEFAULT_TEMPERATURES = (0.02, 0.05, 0.1, 0.2)
+MATCHED_IOU = 0.5  # the error breakdown counts boxes that overlap their true box at least this much
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +52,7 @@ def main(args: argparse.Namespace) -> None:
         if not backend.spec.predicts_iou:
             raise SystemExit(f"{args.refiner} does not predict its IoU; the mixing study needs the quality head")
         boxes = refine_all(ground_truth, args.images, image_ids, detector, backend, args.flip_tta)
+        padding = backend.spec.padding
     finally:
         backend.close()
     scores = {name: coco_ap(ground_truth, results, image_ids)["AP"] for name, results in mixtures(boxes, args).items()}
@@ -57,6 +62,7 @@ def main(args: argparse.Namespace) -> None:
         "keys": "AP of: weight_<w> (fixed mix), blend_t<T> (blend policy at temperature T), oracle (per-box best of input/refined)",
         "ap": scores,
         "mean_iou": {"input": float(boxes["iou_input"].mean()), "refined": float(boxes["iou_refined"].mean())},
+        "errors": error_breakdown(ground_truth, boxes, padding),
     }
     write_report(args.out, f"Mixing input and refined boxes: {describe_input(args)}", env, results, mixing_markdown(results))
 
@@ -107,6 +113,48 @@ def best_gt_iou(ground_truth: Any, image_ids: np.ndarray, boxes: np.ndarray) -> 
     return best
 
 
+def matched_truth(ground_truth: Any, image_ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The ground-truth box (not crowd) each box overlaps most; NaN where its image has none."""
+    truth = np.full_like(boxes, np.nan)
+    for image_id in np.unique(image_ids):
+        rows = np.flatnonzero(image_ids == image_id)
+        candidates = np.array([a["bbox"] for a in ground_truth.imgToAnns[int(image_id)] if not a.get("iscrowd", 0)], dtype=np.float64)
+        if len(candidates):
+            candidates[:, 2:] += candidates[:, :2]
+            best = box_iou(torch.from_numpy(boxes[rows]), torch.from_numpy(candidates)).argmax(dim=1).numpy()
+            truth[rows] = candidates[best]
+    return truth
+
+
+def error_breakdown(ground_truth: Any, boxes: dict[str, np.ndarray], padding: float) -> dict[str, Any]:
+    """Mean |error| per side (x1, y1, x2, y2; fraction of the true box's width/height) of the input and
+    refined boxes, and the boxes whose true box leaves the crop window at this padding.
+
+    Only boxes that found their object (input IoU >= MATCHED_IOU) count: a false positive's "error"
+    against the nearest true box says nothing about refinement.
+    """
+    truth = matched_truth(ground_truth, boxes["image_id"], boxes["input"])
+    usable = np.isfinite(truth).all(axis=1) & (boxes["iou_input"] >= MATCHED_IOU)
+    truth, inputs, refined = truth[usable], boxes["input"][usable], boxes["refined"][usable]
+    size = np.tile(truth[:, 2:] - truth[:, :2], 2)
+    input_size = np.tile(inputs[:, 2:] - inputs[:, :2], 2)
+    window = inputs + padding * input_size * np.array([-1.0, -1.0, 1.0, 1.0])
+    outside = ((truth[:, :2] < window[:, :2]) | (truth[:, 2:] > window[:, 2:])).any(axis=1)
+    iou_input, iou_refined = boxes["iou_input"][usable], boxes["iou_refined"][usable]
+
+    def mean_iou(mask: np.ndarray, iou: np.ndarray) -> float | None:
+        return float(iou[mask].mean()) if mask.any() else None
+
+    return {
+        "matched_boxes": int(usable.sum()),
+        "side_error_input": np.abs((inputs - truth) / size).mean(axis=0).round(4).tolist(),
+        "side_error_refined": np.abs((refined - truth) / size).mean(axis=0).round(4).tolist(),
+        "truth_outside_window_share": float(outside.mean()) if len(outside) else 0.0,
+        "iou_outside_window": {"input": mean_iou(outside, iou_input), "refined": mean_iou(outside, iou_refined)},
+        "iou_inside_window": {"input": mean_iou(~outside, iou_input), "refined": mean_iou(~outside, iou_refined)},
+    }
+
+
 def mixtures(boxes: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, list[dict]]:
     """COCO results for every mixing rule, keyed by its report name."""
     weights: dict[str, np.ndarray] = {f"weight_{w:g}": np.full(len(boxes["scores"]), w) for w in args.weights}
@@ -133,5 +181,22 @@ def mixing_markdown(results: dict[str, Any]) -> str:
         f"{results['images']} images ({results['split']} split), {results['boxes']} boxes, refiner `{results['refiner']}`"
         f" (flip TTA {results['flip_tta']}). Mean IoU with the truth: input {results['mean_iou']['input']:.3f},"
         f" refined {results['mean_iou']['refined']:.3f}. The pipeline's blend temperature is {results['default_temperature']:g}.\n\n"
-        + markdown_table(["mix", "AP %", "vs input"], rows) + "\n"
+        + markdown_table(["mix", "AP %", "vs input"], rows) + "\n\n" + errors_markdown(results["errors"])
+    )
+
+
+def errors_markdown(errors: dict[str, Any]) -> str:
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    sides = [["input", *(f"{v:.3f}" for v in errors["side_error_input"])],
+             ["refined", *(f"{v:.3f}" for v in errors["side_error_refined"])]]
+    outside, inside = errors["iou_outside_window"], errors["iou_inside_window"]
+    return (
+        f"Boxes that found their object (input IoU >= {MATCHED_IOU:g} with it): {errors['matched_boxes']}. "
+        "Mean |error| per side, as a fraction of the true box's width or height:\n\n"
+        + markdown_table(["boxes", "x1", "y1", "x2", "y2"], sides)
+        + f"\n\nTrue box reaching outside the crop window: {100 * errors['truth_outside_window_share']:.0f}% of boxes;"
+        f" mean IoU there {fmt(outside['input'])} -> {fmt(outside['refined'])}, elsewhere"
+        f" {fmt(inside['input'])} -> {fmt(inside['refined'])}.\n"
     )

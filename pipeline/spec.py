@@ -31,8 +31,10 @@ BOX_MIXTURE_DIMS = 4
 
 # How the backbone's feature map becomes one embedding: "pooled" averages it away (the paper's
 # EfficientNet head); "spatial" keeps the grid (1x1 conv to a few channels, flattened), so the
-# head knows *where* an edge is instead of having to encode position in channels.
-HEADS = ("pooled", "spatial")
+# head knows *where* an edge is instead of having to encode position in channels; "edges" keeps the
+# spatial embedding for the IoU head but places each box side as a distribution over the positions
+# of the backbone's 4x finer stride-8 map (pipeline/model.py EdgeHead).
+HEADS = ("pooled", "spatial", "edges")
 
 
 class SpecError(ValueError):

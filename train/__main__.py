@@ -19,7 +19,7 @@ from pipeline.checkpoint import CheckpointError, read_spec
 from pipeline.spec import HEADS, PAPER_BACKBONES, RefinerSpec
 from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import DatasetError, load_images
-from train.loop import TrainConfig, config_summary, train
+from train.loop import TrainConfig, config_summary, train, warm_startable
 from train.losses import BOX_LOSSES
 
 
@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "so the input box sits where it will at run time")
     parser.add_argument("--no-mixture", action="store_true", help="the paper's naive refiner (image only), for the ablation")
     parser.add_argument("--head", choices=HEADS, default="pooled",
-                        help="pooled: the paper's global-average embedding; spatial: keep the feature grid (knows where edges are)")
+                        help="pooled: the paper's global-average embedding; spatial: keep the feature grid (knows where edges are); "
+                             "edges: each side as a distribution over the stride-8 map's positions")
     parser.add_argument("--no-quality", action="store_true", help="no IoU-prediction head (the paper's 4-output model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="data-loader processes")
@@ -99,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        if start_spec != config.spec:
+        if not warm_startable(start_spec, config.spec):
             print(f"error: --init {args.init} is a {start_spec.name} model but this run trains {config.spec.name}; "
-                  "pass the same --backbone, --input-size, --head, padding and classes", file=sys.stderr)
+                  "pass the same --backbone, classes and quality/mixture settings (--head, --padding and "
+                  "--input-size may differ)", file=sys.stderr)
             return 2
     print(f"train: {len(train_images)} images, val: {len(val_images)} images, classes: {', '.join(class_names)}", flush=True)
     print(json.dumps(config_summary(config), default=str), flush=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +127,7 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
     torch.manual_seed(config.seed)
     model = RefinerNet(config.spec).to(device)
     if config.init is not None:
-        start = load_refiner(config.init)
-        if start.spec != config.spec:
-            raise ValueError(f"--init {config.init} was trained for another spec ({start.spec.name}); use the same backbone, size, head and classes")
-        model.load_state_dict(start.state_dict())
+        warm_start(model, load_refiner(config.init), config.init)
     network = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = OPTIMIZERS[config.optimizer](network.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=config.plateau_patience)
@@ -188,6 +185,34 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
     if world > 1:
         dist.destroy_process_group()
     return max(history, key=lambda r: r["score"]) if history else {}
+
+
+# What a warm restart may change: the rest (backbone, classes, mixture, quality head) must match.
+WARM_START_MAY_CHANGE = ("head", "padding", "input_size")
+
+
+def warm_start(model: RefinerNet, start: RefinerNet, path: Path) -> None:
+    """Copy `start`'s weights into `model` (a warm restart).
+
+    Same spec: every tensor. Another head, padding or input size on the same backbone and classes:
+    every tensor whose name and shape match (convolutions do not depend on the input size); the
+    rest (a new head, a grid of another size) starts fresh.
+    """
+    if not warm_startable(start.spec, model.spec):
+        raise ValueError(f"--init {path} was trained for another spec ({start.spec.name}); use the same backbone, "
+                         f"classes, mixture and quality settings (head, padding and input size may differ)")
+    if start.spec == model.spec:
+        model.load_state_dict(start.state_dict())
+        return
+    own = model.state_dict()
+    shared = {name: tensor for name, tensor in start.state_dict().items() if name in own and own[name].shape == tensor.shape}
+    model.load_state_dict(shared, strict=False)
+    print(f"--init {path}: {start.spec.name} (padding {start.spec.padding}) -> {model.spec.name} (padding "
+          f"{model.spec.padding}); copied {len(shared)} of {len(own)} tensors", flush=True)
+
+
+def warm_startable(start: RefinerSpec, target: RefinerSpec) -> bool:
+    return replace(start, **{name: getattr(target, name) for name in WARM_START_MAY_CHANGE}) == target
 
 
 def end_of_epoch(model: RefinerNet, val: list[torch.Tensor], config: TrainConfig, epoch: int, losses: list[float],

@@ -30,3 +30,20 @@ def test_exact_input_boxes_score_one_unmixed(dataset_and_refiner, tmp_path):
     assert report["ap"]["weight_0"] == pytest.approx(1.0)
     assert report["ap"]["oracle"] == pytest.approx(1.0)  # the oracle keeps a perfect input box
     assert report["mean_iou"]["input"] == pytest.approx(1.0)
+
+
+def test_error_breakdown_sees_exact_boxes_as_exact(dataset_and_refiner, tmp_path):
+    report = run_mixing(dataset_and_refiner, tmp_path, "--jitter", "0", "--weights", "0", "1", "--temperatures", "0.05")
+    errors = report["errors"]
+    assert errors["side_error_input"] == [0.0, 0.0, 0.0, 0.0]
+    assert errors["truth_outside_window_share"] == 0.0 and errors["iou_outside_window"]["input"] is None
+    assert errors["iou_inside_window"]["input"] == pytest.approx(1.0)
+
+
+def test_error_breakdown_counts_truth_outside_the_window(dataset_and_refiner, tmp_path):
+    """At sigma 0.25 many detections are shrunk by more than the padding, so the truth leaves their window."""
+    report = run_mixing(dataset_and_refiner, tmp_path, "--jitter", "0.25", "--seed", "2", "--weights", "0", "1", "--temperatures", "0.05")
+    errors = report["errors"]
+    assert 0.0 < errors["truth_outside_window_share"] < 1.0
+    assert min(errors["side_error_input"]) > 0.05
+    assert errors["iou_outside_window"]["input"] < errors["iou_inside_window"]["input"]

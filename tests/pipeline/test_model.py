@@ -74,3 +74,35 @@ def test_old_spec_without_head_reads_as_pooled():
     spec = RefinerSpec(**TINY)
     text = spec.to_json().replace(', "head": "pooled"', "").replace('"head": "pooled", ', "")
     assert '"head"' not in text and RefinerSpec.from_json(text).head == "pooled"
+
+
+def test_edges_head_starts_at_the_padded_input_box():
+    """Uniform position logits would put both sides of an axis at 0.5 (an empty box, no IoU gradient)."""
+    spec = RefinerSpec(**TINY, padding=0.25, head="edges")
+    model = RefinerNet(spec).eval()
+    out = model(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8), torch.rand(2, spec.vector_size))
+    inner = 0.25 / 1.5
+    assert out.shape == (2, 6) and ((out > 0) & (out < 1)).all()
+    np.testing.assert_allclose(out[:, :4].detach().numpy(), [[inner, inner, 1 - inner, 1 - inner]] * 2, atol=0.02)
+
+
+def test_edges_head_reads_the_stride_8_map():
+    """The box sides must follow where a pattern sits on the fine map, which is 4x finer than the grid."""
+    torch.manual_seed(0)
+    model = RefinerNet(RefinerSpec(**TINY, head="edges")).eval()
+    fine, coarse = model.features(model.normalise(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)))
+    assert fine.shape[-1] == 64 // 8 and coarse.shape[-1] == 64 // 32
+    with torch.no_grad():
+        for sides in (model.edges.x_sides, model.edges.y_sides):
+            torch.nn.init.normal_(sides.weight)
+    maps = torch.zeros(2, *fine.shape[1:])
+    maps[0, :, :, 1] = 3.0  # a column near the left
+    maps[1, :, :, -2] = 3.0  # the same column near the right
+    boxes = model.edges(maps, torch.zeros(2, *coarse.shape[1:]), torch.zeros(2, model.spec.vector_size))
+    assert not torch.allclose(boxes[0, 0::2], boxes[1, 0::2], atol=1e-3)  # x sides moved
+    torch.testing.assert_close(boxes[0, 1::2], boxes[1, 1::2])  # y sides did not: every row looks the same
+
+
+def test_edges_head_needs_a_stride_8_stage():
+    with pytest.raises(ValueError, match="--head spatial"):
+        RefinerNet(RefinerSpec(backbone="resnet18", input_size=64, class_names=("a",), head="edges"))

@@ -46,6 +46,51 @@ def test_init_starts_from_given_weights_and_refuses_another_spec(tmp_path: Path)
     train(config, images, images)
     warm, initial = load_refiner(tmp_path / "warm.safetensors"), load_refiner(start)
     assert torch.equal(warm.box_head.weight, initial.box_head.weight)
-    other = RefinerSpec(backbone="mobilenetv3_small_050", input_size=48, class_names=("box",))
+    other = RefinerSpec(backbone="mobilenetv3_small_075", input_size=32, class_names=("box",))
     with pytest.raises(ValueError, match="another spec"):
         train(TrainConfig(spec=other, out=tmp_path / "x.safetensors", epochs=1, init=start), images, images)
+
+
+def test_init_from_another_head_copies_the_shared_weights(tmp_path: Path):
+    """A spatial model warm-starts an edges model: backbone, mixture and quality head copied, the box head new."""
+    import torch
+
+    from pipeline.checkpoint import save_refiner
+    from pipeline.model import RefinerNet
+
+    spatial = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("box",), head="spatial")
+    torch.manual_seed(3)
+    start = save_refiner(RefinerNet(spatial), tmp_path / "start.safetensors")
+    images = flat_scenes(0, 8)
+    edges = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("box",), head="edges")
+    config = TrainConfig(spec=edges, out=tmp_path / "edges.safetensors", epochs=1, batch_size=8, optimizer="adamw",
+                         learning_rate=0.0, val_boxes=8, init=start)
+    train(config, images, images)
+    warm, initial = load_refiner(tmp_path / "edges.safetensors"), load_refiner(start)
+    assert warm.spec.head == "edges"
+    for name in ("backbone.conv_stem.weight", "spatial.embed.1.weight", "quality_head.weight"):
+        assert torch.equal(warm.state_dict()[name], initial.state_dict()[name]), name
+    other_classes = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("box", "ball"), head="edges")
+    with pytest.raises(ValueError, match="another spec"):
+        train(TrainConfig(spec=other_classes, out=tmp_path / "x.safetensors", epochs=1, init=start), images, images)
+
+
+def test_init_with_another_padding_and_size_keeps_the_backbone(tmp_path: Path):
+    """Convolutions do not depend on the crop size, so a refiner can be fine-tuned to a new window."""
+    import torch
+
+    from pipeline.checkpoint import save_refiner
+    from pipeline.model import RefinerNet
+
+    torch.manual_seed(3)
+    start = save_refiner(RefinerNet(RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("box",),
+                                                head="spatial")), tmp_path / "start.safetensors")
+    wider = RefinerSpec(backbone="mobilenetv3_small_050", input_size=96, class_names=("box",), padding=0.25, head="spatial")
+    config = TrainConfig(spec=wider, out=tmp_path / "wide.safetensors", epochs=1, batch_size=8, optimizer="adamw",
+                         learning_rate=0.0, val_boxes=8, init=start)
+    images = flat_scenes(0, 8)
+    train(config, images, images)
+    warm, initial = load_refiner(tmp_path / "wide.safetensors"), load_refiner(start)
+    assert warm.spec == wider
+    assert torch.equal(warm.state_dict()["backbone.conv_stem.weight"], initial.state_dict()["backbone.conv_stem.weight"])
+    assert warm.state_dict()["spatial.embed.1.weight"].shape != initial.state_dict()["spatial.embed.1.weight"].shape

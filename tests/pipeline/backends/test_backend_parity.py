@@ -33,9 +33,10 @@ def test_onnxruntime_matches_torch(exported, batch):
         assert expected.std(axis=0).min() > 1e-3
 
 
-def test_spatial_head_exports_and_matches_torch(tmp_path):
-    """The spatial head's flatten must keep a dynamic batch through ONNX."""
-    spec = paper_spec("b0", ("person",), input_size=128, head="spatial")
+@pytest.mark.parametrize("head", ["spatial", "edges"])
+def test_spatial_heads_export_and_match_torch(tmp_path, head):
+    """The spatial head's flatten and the edges head's softmax over positions keep a dynamic batch through ONNX."""
+    spec = paper_spec("b0", ("person",), input_size=128, head=head)
     model = random_refiner(spec)
     onnx_path = export_onnx(model, tmp_path / f"{spec.name}.onnx", max_batch=8)
     for batch in (1, 5):
