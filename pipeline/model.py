@@ -1,4 +1,8 @@
-"""The refiner network: backbone embedding x mixture embedding -> sigmoid box in window coordinates.
+"""The refiner network: backbone features x mixture data -> box in window coordinates (0..1).
+
+Three box heads (spec.head): "pooled" (the paper's: global average, linear, sigmoid), "spatial"
+(the last feature grid kept, flattened) and "edges" (each side a distribution over the positions of
+the stride-8 map). All end in 0..1, so every backend and the decode step treat them alike.
 
 Input is the raw crop exactly as OpenCV produced it (uint8, NHWC, BGR); the cast, channel order and
 mean/std live inside the graph so every backend (torch, ONNX Runtime, TensorRT) gets the same
@@ -99,10 +103,13 @@ class EdgeHead(nn.Module):
                 sides.weight.mul_(0.1)
                 sides.bias.zero_()
 
-    def forward(self, fine: torch.Tensor, coarse: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor, vectors: torch.Tensor | None) -> torch.Tensor:
+        """Sides (x1, y1, x2, y2) in window coordinates; `vectors` None for the naive (image-only) refiner."""
         fused = self.fine(fine) + nn.functional.interpolate(self.coarse(coarse), size=fine.shape[-2:], mode="nearest")
-        scale, shift = self.film(vectors.to(fused.dtype)).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        fused = self.fuse(fused * (1 + scale) + shift)
+        if vectors is not None:
+            scale, shift = self.film(vectors.to(fused.dtype)).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+            fused = fused * (1 + scale) + shift
+        fused = self.fuse(fused)
         weights = self.attention(fused)
         along_x = (fused * weights[:, :1].softmax(dim=2)).sum(dim=2)  # (N, C, W)
         along_y = (fused * weights[:, 1:].softmax(dim=3)).sum(dim=3)  # (N, C, H)
@@ -222,7 +229,8 @@ class RefinerNet(nn.Module):
     def forward(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         fine, coarse, embedding = self.trunk(crops, vectors)
         if self.edges is not None:
-            boxes = self.edges(fine, coarse, vectors)  # already in 0..1: expectations over positions
+            # already in 0..1 (expectations over positions); the naive refiner ignores the mixture here too
+            boxes = self.edges(fine, coarse, vectors if self.mixture is not None else None)
         else:
             boxes = torch.sigmoid(self.box_head(embedding))
         if self.quality_head is None:

@@ -23,8 +23,9 @@ def test_untrained_model_starts_at_the_padded_input_box():
     np.testing.assert_allclose(out[:, :4].detach().numpy(), [[inner, inner, 1 - inner, 1 - inner]] * 2, atol=0.02)
 
 
-def test_naive_variant_ignores_the_mixture_vector():
-    model = RefinerNet(RefinerSpec(**TINY, use_mixture=False, predicts_iou=False)).eval()
+@pytest.mark.parametrize("head", ["pooled", "spatial", "edges"])
+def test_naive_variant_ignores_the_mixture_vector(head):
+    model = RefinerNet(RefinerSpec(**TINY, use_mixture=False, predicts_iou=False, head=head)).eval()
     crops = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     a = model(crops, torch.zeros(2, model.spec.vector_size))
     b = model(crops, torch.ones(2, model.spec.vector_size))
