@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pipeline.checkpoint import CheckpointError, read_spec
+from pipeline.model import RefinerNet
 from pipeline.spec import HEADS, PAPER_BACKBONES, RefinerSpec
 from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import DatasetError, load_images
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             padding_max=args.train_padding[1] if args.train_padding else None,
         ),
     )
+    try:
+        RefinerNet(config.spec)  # an unknown backbone, or a head it cannot carry, fails here in one line
+    except (ValueError, RuntimeError) as error:
+        print(f"error: cannot build a {config.spec.name} refiner: {error}", file=sys.stderr)
+        return 2
     if args.init is not None:
         try:
             start_spec = read_spec(args.init)  # the spec only; the loop loads the weights
