@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> None:
         "keys": "AP of: weight_<w> (fixed mix), blend_t<T> (blend policy at temperature T), oracle (per-box best of input/refined)",
         "ap": scores,
         "mean_iou": {"input": float(boxes["iou_input"].mean()), "refined": float(boxes["iou_refined"].mean())},
-        "errors": error_breakdown(ground_truth, boxes, padding),
+        "errors": error_breakdown(boxes, padding),
     }
     write_report(args.out, f"Mixing input and refined boxes: {describe_input(args)}", env, results, mixing_markdown(results))
 
@@ -97,43 +97,32 @@ def refine_all(ground_truth: Any, images_dir: Path, image_ids: list[int], detect
     boxes = {key: np.array(value, dtype=np.float64 if key != "image_id" else np.int64) for key, value in rows.items()}
     for key in ("input", "refined", "predicted"):
         boxes[key] = boxes[key].reshape(-1, 2 if key == "predicted" else 4)
-    boxes["iou_input"], boxes["iou_refined"] = (best_gt_iou(ground_truth, boxes["image_id"], boxes[key]) for key in ("input", "refined"))
+    boxes["iou_input"], boxes["truth"] = best_truth(ground_truth, boxes["image_id"], boxes["input"])
+    boxes["iou_refined"], _ = best_truth(ground_truth, boxes["image_id"], boxes["refined"])
     return boxes
 
 
-def best_gt_iou(ground_truth: Any, image_ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of each box with the ground-truth box (not crowd) it overlaps most; 0 where none."""
-    best = np.zeros(len(boxes))
-    for image_id in np.unique(image_ids):
-        rows = np.flatnonzero(image_ids == image_id)
-        truth = np.array([a["bbox"] for a in ground_truth.imgToAnns[int(image_id)] if not a.get("iscrowd", 0)], dtype=np.float64)
-        if len(truth):
-            truth[:, 2:] += truth[:, :2]
-            best[rows] = box_iou(torch.from_numpy(boxes[rows]), torch.from_numpy(truth)).max(dim=1).values.numpy()
-    return best
-
-
-def matched_truth(ground_truth: Any, image_ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """The ground-truth box (not crowd) each box overlaps most; NaN where its image has none."""
-    truth = np.full_like(boxes, np.nan)
+def best_truth(ground_truth: Any, image_ids: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(IoU, xyxy) of the ground-truth box (not crowd) each box overlaps most; (0, NaN) where none."""
+    best_iou, truth = np.zeros(len(boxes)), np.full_like(boxes, np.nan)
     for image_id in np.unique(image_ids):
         rows = np.flatnonzero(image_ids == image_id)
         candidates = np.array([a["bbox"] for a in ground_truth.imgToAnns[int(image_id)] if not a.get("iscrowd", 0)], dtype=np.float64)
         if len(candidates):
             candidates[:, 2:] += candidates[:, :2]
-            best = box_iou(torch.from_numpy(boxes[rows]), torch.from_numpy(candidates)).argmax(dim=1).numpy()
-            truth[rows] = candidates[best]
-    return truth
+            best = box_iou(torch.from_numpy(boxes[rows]), torch.from_numpy(candidates)).max(dim=1)
+            best_iou[rows], truth[rows] = best.values.numpy(), candidates[best.indices.numpy()]
+    return best_iou, truth
 
 
-def error_breakdown(ground_truth: Any, boxes: dict[str, np.ndarray], padding: float) -> dict[str, Any]:
+def error_breakdown(boxes: dict[str, np.ndarray], padding: float) -> dict[str, Any]:
     """Mean |error| per side (x1, y1, x2, y2; fraction of the true box's width/height) of the input and
     refined boxes, and the boxes whose true box leaves the crop window at this padding.
 
     Only boxes that found their object (input IoU >= MATCHED_IOU) count: a false positive's "error"
     against the nearest true box says nothing about refinement.
     """
-    truth = matched_truth(ground_truth, boxes["image_id"], boxes["input"])
+    truth = boxes["truth"]
     usable = np.isfinite(truth).all(axis=1) & (boxes["iou_input"] >= MATCHED_IOU)
     truth, inputs, refined = truth[usable], boxes["input"][usable], boxes["refined"][usable]
     size = np.tile(truth[:, 2:] - truth[:, :2], 2)
