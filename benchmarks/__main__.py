@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "distortion": "refined IoU vs distortion of the mixture centre (paper figure 8)",
     "training": "training runs side by side at equal CPU time (backbones, crop sizes, settings)",
     "mixing": "AP for every way of mixing input and refined boxes, and the per-box oracle",
+    "calibrate": "fit blend temperature and IoU-aware scores on real detector boxes; reliability table",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
 }
 

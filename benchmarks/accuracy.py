@@ -176,7 +176,10 @@ def refine_and_score(
     mapping = ClassMapping.by_name(detector.class_names, backend.spec.class_names)
     cached = RepeatCache(backend)
     refiners = {policy: FrameRefiner(cached, mapping, cropper, policy=policy, **(options or {})) for policy in policies}
+    rescoring = next(iter(refiners.values())).calibration.score_power > 0
     results: dict[str, list[dict]] = {"baseline": [], **{policy: [] for policy in policies}}
+    if rescoring:  # the refiner rescores too: also score its boxes under the detector's own scores
+        results.update({f"{policy}_boxes_only": [] for policy in policies})
     counts: dict[str, Counter] = {policy: Counter() for policy in policies}
     try:
         for index, image_id in enumerate(image_ids):
@@ -192,7 +195,9 @@ def refine_and_score(
             for policy, refiner in refiners.items():
                 refined = refiner(frame, detections)
                 counts[policy].update(str(status) for status in refined.status)
-                results[policy] += coco_results(image_id, refined.final_boxes[evaluable], scores, categories)
+                results[policy] += coco_results(image_id, refined.final_boxes[evaluable], refined.scores[evaluable], categories)
+                if rescoring:
+                    results[f"{policy}_boxes_only"] += coco_results(image_id, refined.final_boxes[evaluable], scores, categories)
     finally:
         cropper.close()
     scores_by_set = {name: coco_ap(ground_truth, entries, image_ids) for name, entries in results.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,9 +49,15 @@ def read_spec(path: Path) -> RefinerSpec:
         raise CheckpointError(f"{path}: {error}") from error
 
 
-def read_metadata(path: Path) -> dict[str, str]:
+def replace_spec(path: Path, spec: RefinerSpec) -> Path:
+    """Rewrite a refiner file with another spec of the same network (e.g. new calibration), atomically."""
+    model = load_refiner(path)
+    if replace(spec, extra={}) != replace(model.spec, extra={}):
+        raise CheckpointError(f"{path} holds a {model.spec.name} network; only the spec's extra fields may change")
+    model.spec = spec
     with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
+        kept = {key: value for key, value in (handle.metadata() or {}).items() if key != SPEC_KEY}
+    return save_refiner(model, path, kept)
 
 
 def load_refiner(path: Path, device: str | torch.device = "cpu") -> RefinerNet:

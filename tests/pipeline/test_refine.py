@@ -243,3 +243,28 @@ def test_refined_detections_validate_their_rows():
     untouched = RefinedDetections.untouched(detections, RefineStatus.DISABLED)
     assert untouched.status == (RefineStatus.DISABLED,)
     np.testing.assert_array_equal(untouched.final_boxes, detections.boxes)
+
+
+def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
+    from dataclasses import replace
+
+    from pipeline.refine import Calibration
+
+    spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
+    assert Calibration.of(spec) == Calibration()  # an uncalibrated model: default blend, detector's scores
+    calibrated = replace(spec, extra=Calibration(0.02, 2.0, "test").as_extra())
+    assert Calibration.of(RefinerSpec.from_json(calibrated.to_json())) == Calibration(0.02, 2.0, "test")
+    # Predicted IoU 0.5 for the input box and 0.7 for the refined one: blend weight sigmoid(0.2 / 0.02) ~ 1.
+    outputs = FixedOutputs(calibrated, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    detections = Detections([[10, 10, 60, 90]], [0.9], [0], DETECTOR_CLASSES)
+    result = refiner(outputs)(frame(), detections)
+    assert result.scores[0] == pytest.approx(0.9 * 0.7**2, rel=1e-3)
+    plain = refiner(FixedOutputs(spec, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7]))(frame(), detections)
+    assert plain.scores[0] == pytest.approx(0.9)
+
+
+def test_calibration_rejects_impossible_values():
+    from pipeline.refine import Calibration
+
+    with pytest.raises(ValueError, match="positive blend temperature"):
+        Calibration(0.0, 1.0)

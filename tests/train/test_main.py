@@ -39,3 +39,26 @@ def test_a_refiner_that_cannot_be_built_is_a_one_line_error(tiny_coco, tmp_path,
     error = capsys.readouterr().err.strip()
     assert code == 2 and not out.exists()
     assert error.startswith("error: cannot build") and message in error and "\n" not in error
+
+
+def test_fewer_samples_than_a_batch_is_an_error_not_random_weights(tmp_path, capsys):
+    from pipeline.synthetic import write_coco_dataset
+    from train.__main__ import main
+
+    annotations = write_coco_dataset(tmp_path, n_images=8, width=160, height=120, seed=0)
+    code = main(["--annotations", str(annotations), "--images", str(tmp_path / "images"), "--out", str(tmp_path / "r.safetensors"),
+                 "--backbone", "mobilenetv3_small_050", "--input-size", "32", "--batch-size", "64", "--val-fraction", "0.5"])
+    assert code == 2 and "less than one batch" in capsys.readouterr().err
+    assert not (tmp_path / "r.safetensors").exists()
+
+
+def test_freezing_early_stages_stops_their_gradients():
+    from pipeline.model import RefinerNet
+    from pipeline.spec import RefinerSpec
+    from train.loop import freeze_early_stages
+
+    net = RefinerNet(RefinerSpec(backbone="mobilenetv3_small_050", input_size=32, class_names=("a",)))
+    frozen = freeze_early_stages(net, 2)
+    names = [n for n, p in net.backbone.named_parameters() if not p.requires_grad]
+    assert frozen == len(names) > 0 and all(n.startswith(("conv_stem", "bn1", "blocks.0.", "blocks.1.")) for n in names)
+    assert all(p.requires_grad for n, p in net.backbone.named_parameters() if n.startswith("blocks.2."))
