@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "training": "training runs side by side at equal CPU time (backbones, crop sizes, settings)",
     "mixing": "AP for every way of mixing input and refined boxes, and the per-box oracle",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
+    "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",
 }
 
 

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp16", "fp32")
 FLAVOURS = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}  # CLI name -> Python module
+# Wheels-only installs (GPU machines fed `.whl/`) lack the tensorrt_rtx sdist, a two-line re-export of the bindings.
+FALLBACK_MODULES = {"tensorrt": (), "rtx": ("tensorrt_rtx_bindings",)}
 CHOICES = ("auto", *FLAVOURS)
 INSTALL = {
     "tensorrt": "pip install tensorrt (needs an NVIDIA GPU and driver)",
@@ -94,10 +96,12 @@ class Flavour:
 @functools.cache
 def _import(name: str) -> ModuleType | None:
     """Imported on first use: the RTX library is 220 MB and most commands never touch it."""
-    try:
-        return importlib.import_module(FLAVOURS[name])
-    except (ImportError, OSError):  # OSError: the Python package is there but its shared library is not
-        return None
+    for module in (FLAVOURS[name], *FALLBACK_MODULES[name]):
+        try:
+            return importlib.import_module(module)
+        except (ImportError, OSError):  # OSError: the Python package is there but its shared library is not
+            continue
+    return None
 
 
 def flavour_named(name: str) -> Flavour:
