@@ -133,12 +133,6 @@ def select_flavour(choice: str = "auto", *, to_run: bool = False) -> Flavour:
     return flavour
 
 
-def tensorrt_version() -> str | None:
-    """Version of the first importable flavour (data-center first), or None when neither imports."""
-    module = _import("tensorrt") or _import("rtx")
-    return None if module is None else module.__version__
-
-
 def gpu_identity(device: torch.device) -> dict:
     """What an engine is specific to besides the TensorRT version: the GPU model and its SM version."""
     major, minor = torch.cuda.get_device_capability(device)
