@@ -163,3 +163,14 @@ def test_targets_parse(text, targets):
 def test_bad_targets_name_the_valid_ones(text):
     with pytest.raises(ValueError, match="choose from sm75, sm80" if text != "current,sm80" else "combined"):
         parse_targets(text)
+
+
+@pytest.mark.slow
+def test_sm75_is_opt_in_and_builds_when_asked(tmp_path):
+    """SM75 needs set_compute_capability like the others; asked for alone it still makes a real engine."""
+    torch.manual_seed(0)
+    spec = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=("person",))
+    onnx_path = export_onnx(RefinerNet(spec).eval(), tmp_path / "tiny.onnx", 4, fp16=True)
+    built = build_engine_file(RTX, onnx_path, tmp_path / "tiny.engine", spec, "fp16", BatchProfile(1, 2, 4), targets=("sm75",))
+    assert built.targets == ("sm75",) and (tmp_path / "tiny.engine").stat().st_size == built.serialized_bytes
+    assert "sm75" not in PORTABLE_TARGETS
