@@ -2,12 +2,17 @@
 
     python build_engine.py --refiner runs/x/refiner.safetensors [--max-batch 32] [--precision fp16|fp32] [--out engines/]
     python build_engine.py --backbones b0,b1,b2,b3,b4 [--classes person]      # random-init: for speed benchmarks
+    [--trt auto|rtx|tensorrt] [--compute-capability portable|sm75,sm80,...|current]
 
 Per model: export <spec.name>.onnx (onnx.checker inside), run ONNX Runtime and torch on the same random
-crops (FP32 must agree to 1e-4), then, where tensorrt imports and a CUDA GPU exists, build
-<spec.name>.engine with one batch profile 1..max and a timing cache kept in the output folder, and
-compare the engine with torch too. Sidecars are <artifact>.json. Artifacts are overwritten: they
-are build outputs, reproducible from the checkpoint with the command stored in each sidecar.
+crops (FP32 must agree to 1e-4), then build <spec.name>.engine with one batch profile 1..max:
+with TensorRT-RTX (`tensorrt_rtx`, ahead of time, no GPU needed) for the given compute capabilities,
+or with data-center TensorRT 10.x/11.x where it imports and a GPU is present (`--trt auto` prefers
+it there; a timing cache is kept in the output folder). Strongly typed builds (RTX, 11.x) take an
+FP16 ONNX for --precision fp16. Where the engine can run here (a GPU it was built for), it is
+compared with torch too; otherwise the sidecar says why it was not executed. Sidecars are
+<artifact>.json. Artifacts are overwritten: they are build outputs, reproducible from the
+checkpoint with the command stored in each sidecar.
 """
 
 from __future__ import annotations
@@ -33,13 +38,19 @@ from torch import nn
 from pipeline.backends.base import BackendError, RefinerBackend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.tensorrt import (
+    CHOICES,
+    CURRENT_TARGET,
+    PORTABLE_TARGETS,
     PRECISIONS,
     BatchProfile,
+    Flavour,
     TensorRTBackend,
+    TensorRTUnavailable,
     build_engine_file,
     gpu_identity,
-    strongly_typed,
-    tensorrt_version,
+    parse_targets,
+    select_flavour,
+    sm_of,
 )
 from pipeline.backends.torch import TorchBackend
 from pipeline.checkpoint import CheckpointError, load_refiner
@@ -103,14 +114,6 @@ def random_refiner(spec: RefinerSpec, seed: int = 0) -> RefinerNet:
     return model
 
 
-def engine_unavailable_reason() -> str | None:
-    if tensorrt_version() is None:
-        return "the tensorrt package is not importable here"
-    if not torch.cuda.is_available():
-        return "torch sees no CUDA GPU"
-    return None
-
-
 def package_versions() -> dict[str, str | None]:
     def installed(name: str) -> str | None:
         try:
@@ -142,15 +145,25 @@ def require_parity(artifact: Path, runtime: str, difference: float, tolerance: f
 
 
 def build_all(models: Iterator[tuple[RefinerNet, Source]], options: argparse.Namespace) -> None:
+    flavour, no_engine = None, None
+    try:
+        flavour = select_flavour(options.trt)
+    except TensorRTUnavailable as error:
+        if options.trt != "auto":
+            raise
+        no_engine = str(error)
+    else:
+        options.trt = flavour.name  # the rebuild command names the flavour auto chose
+    if flavour is not None and CURRENT_TARGET in options.compute_capability and not torch.cuda.is_available():
+        raise TensorRTUnavailable(f"--compute-capability {CURRENT_TARGET} needs a CUDA GPU; torch sees none")
     options.out.mkdir(parents=True, exist_ok=True)
-    no_engine = engine_unavailable_reason()
     for model, source in models:
-        build_one(model, source, options, build_engines=no_engine is None)
+        build_one(model, source, options, flavour)
     if no_engine:
         print(f"no TensorRT engine built: {no_engine}; the ONNX files run with --backend onnxruntime")
 
 
-def build_one(model: RefinerNet, source: Source, options: argparse.Namespace, build_engines: bool) -> None:
+def build_one(model: RefinerNet, source: Source, options: argparse.Namespace, flavour: Flavour | None) -> None:
     spec = model.spec
     crops, vectors = random_inputs(spec, min(PARITY_BATCH, options.max_batch), options.seed)
     probe = Probe(crops, vectors, TorchBackend(model, "cpu", options.max_batch).refine(crops, vectors))
@@ -172,34 +185,73 @@ def build_one(model: RefinerNet, source: Source, options: argparse.Namespace, bu
     write_sidecar(
         onnx_path, {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference}
     )
-    if build_engines:
-        build_one_engine(model, onnx_path, common, options, probe)
+    if flavour is not None:
+        build_one_engine(model, onnx_path, common, options, probe, flavour)
 
 
-def build_one_engine(model: RefinerNet, onnx_path: Path, common: dict, options: argparse.Namespace, probe: Probe) -> None:
+def build_one_engine(
+    model: RefinerNet, onnx_path: Path, common: dict, options: argparse.Namespace, probe: Probe, flavour: Flavour
+) -> None:
     spec = model.spec
     engine_path = options.out / f"{spec.name}.engine"
     profile = BatchProfile(1, min(options.opt_batch, options.max_batch), options.max_batch)
-    device = torch.device("cuda")
-    gpu = gpu_identity(device)
-    timing_cache = options.out / f"timing-trt{tensorrt_version()}-sm{gpu['compute_capability'].replace('.', '')}.cache"
+    gpu = gpu_identity(torch.device("cuda")) if torch.cuda.is_available() else None
+    timing_cache = None
+    if not flavour.is_rtx():  # RTX times nothing ahead of time
+        timing_cache = options.out / f"timing-trt{flavour.version}-{sm_of(gpu)}.cache"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         source_onnx = onnx_path
-        if options.precision == "fp16" and strongly_typed():
+        if options.precision == "fp16" and flavour.strongly_typed():
             source_onnx = export_onnx(model, Path(scratch) / f"{spec.name}-fp16.onnx", options.max_batch, fp16=True)
-        build_engine_file(source_onnx, engine_path, spec, options.precision, profile, timing_cache)
+        source_sha256, source_bytes = file_sha256(source_onnx), source_onnx.stat().st_size
+        built = build_engine_file(
+            flavour,
+            source_onnx,
+            engine_path,
+            spec,
+            options.precision,
+            profile,
+            targets=options.compute_capability,
+            timing_cache=timing_cache,
+        )
     seconds = time.perf_counter() - started
-    engine_fields = {"artifact": engine_path.name, "precision": options.precision, "profile": profile._asdict()}
-    fields = {**common, **engine_fields, "tensorrt": tensorrt_version(), "gpu": gpu, "build_seconds": round(seconds, 2)}
+    fields = {
+        **common,
+        "artifact": engine_path.name,
+        "precision": options.precision,
+        "profile": profile._asdict(),
+        "tensorrt": flavour.version,
+        "tensorrt_flavour": flavour.name,
+        "compute_capabilities": None if built.targets is None else list(built.targets),
+        "gpu": gpu if not flavour.is_rtx() or CURRENT_TARGET in options.compute_capability else None,
+        "network": {"inputs": built.inputs, "outputs": built.outputs},
+        "serialized_bytes": built.serialized_bytes,
+        "source_onnx_sha256": source_sha256,
+        "source_onnx_bytes": source_bytes,
+        "build_seconds": round(seconds, 2),
+    }
     write_sidecar(engine_path, fields)  # the backend reads the spec and the build machine from it
-    difference = probe.difference(TensorRTBackend(engine_path, device, options.max_batch))
-    print(
-        f"{spec.name}: {_shown(engine_path)} ({options.precision}, TensorRT {fields['tensorrt']}, {gpu['name']}) "
-        f"in {seconds:.1f} s; engine vs torch max |diff| {difference:.1e}"
-    )
+    built_for = ",".join(built.targets) if built.targets else gpu["name"]
+    shown = f"{spec.name}: {_shown(engine_path)} ({options.precision}, {flavour.label}, {built_for}) in {seconds:.1f} s"
+    not_run = engine_not_runnable_reason(flavour, built.targets, gpu)
+    if not_run:
+        print(f"{shown}; not executed: {not_run}")
+        write_sidecar(engine_path, {**fields, "executed": False, "not_executed_because": not_run})
+        return
+    difference = probe.difference(TensorRTBackend(engine_path, "cuda", options.max_batch))
+    print(f"{shown}; engine vs torch max |diff| {difference:.1e}")
     require_parity(engine_path, f"the {options.precision} engine", difference, ENGINE_TOLERANCE[options.precision])
-    write_sidecar(engine_path, {**fields, "max_abs_difference_vs_torch": difference})
+    write_sidecar(engine_path, {**fields, "executed": True, "max_abs_difference_vs_torch": difference})
+
+
+def engine_not_runnable_reason(flavour: Flavour, targets: tuple[str, ...] | None, gpu: dict | None) -> str | None:
+    """Why a freshly built engine cannot be compared with torch on this machine (None: it can)."""
+    if gpu is None:
+        return f"{flavour.label} engines run on a CUDA GPU and torch sees none here"
+    if targets is not None and targets != (CURRENT_TARGET,) and sm_of(gpu) not in targets:
+        return f"this GPU ({gpu['name']}, {sm_of(gpu)}) is not among the targets {','.join(targets)}"
+    return None
 
 
 def rebuild_command(source: Source, options: argparse.Namespace) -> str:
@@ -207,6 +259,8 @@ def rebuild_command(source: Source, options: argparse.Namespace) -> str:
         "--max-batch": options.max_batch,
         "--opt-batch": options.opt_batch,
         "--precision": options.precision,
+        "--trt": options.trt,
+        "--compute-capability": ",".join(options.compute_capability),
         "--seed": options.seed,
         "--out": options.out,
     }
@@ -237,6 +291,13 @@ def parse_backbones(text: str) -> list[str]:
     return names
 
 
+def compute_capabilities(text: str) -> tuple[str, ...]:
+    try:
+        return parse_targets(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -246,6 +307,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch the engine accepts (default: 32)")
     parser.add_argument("--opt-batch", type=int, default=8, help="batch TensorRT tunes for (default: 8, detections per frame)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="engine precision (default: fp16; ONNX is fp32)")
+    parser.add_argument(
+        "--trt", choices=CHOICES, default="auto", help="TensorRT flavour (default auto: tensorrt on a GPU, else tensorrt_rtx)"
+    )
+    parser.add_argument(
+        "--compute-capability",
+        type=compute_capabilities,
+        default=PORTABLE_TARGETS,
+        help=f"TensorRT-RTX targets, comma-separated, or current (default portable: {','.join(PORTABLE_TARGETS)}; sm75 opt-in)",
+    )
     parser.add_argument("--out", type=Path, default=ENGINES_DIR, help="output folder (default: engines/)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random-init weights and parity crops")
     options = parser.parse_args(argv)
@@ -258,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_arguments(argv)
     try:
         build_all(models_to_build(options), options)
-    except (CheckpointError, SpecError) as error:
+    except (CheckpointError, SpecError, TensorRTUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (BackendError, ParityError, OSError) as error:

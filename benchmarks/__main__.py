@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "mixing": "AP for every way of mixing input and refined boxes, and the per-box oracle",
     "calibrate": "fit blend temperature and IoU-aware scores on real detector boxes; reliability table",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
+    "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",
 }
 
 

@@ -7,6 +7,8 @@ Each measured frame draws fresh boxes in a fixed-size frame and times, separatel
 - infer:     one batched backend call;
 - decode:    window -> frame coordinates and the acceptance policy;
 - overhead:  the whole FrameRefiner call (prepare + finish, pooled crops), what a frame really pays.
+With --engine-builds fp16[,fp32], each model's TensorRT-RTX engine is also built (portable targets,
+ahead of time: no GPU needed) and its export time, build time and size reported.
 Warm-up frames are run first and not recorded. Speed does not depend on the weights, so without
 --refiner the paper's backbones are random-init models at their native sizes, saved once under
 engines/cache/benchmarks/ (open_backend then exports and caches their ONNX once).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.engine_builds import builds_markdown
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
 from pipeline.checkpoint import save_refiner
@@ -68,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="time crop preparation alone (no model between frames: the paper's 32 ms figure, caches and cores not shared)",
     )
+    parser.add_argument(
+        "--engine-builds",
+        default="",
+        help="also build a TensorRT-RTX engine per model at these precisions (e.g. fp16,fp32) and report time and size",
+    )
     parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
 
 
@@ -92,7 +101,9 @@ def main(args: argparse.Namespace) -> None:
                 rows.append({"backbone": label, "input_size": backend.spec.input_size, "boxes": count, **stages})
         finally:
             backend.close()
+    builds = engine_builds(models, args.engine_builds)
     results = {
+        "engine_builds": builds,
         "settings": {
             "backend": args.backend,
             "device": str(getattr(backend, "device", "cpu")),
@@ -104,7 +115,32 @@ def main(args: argparse.Namespace) -> None:
         "keys": "per row: backbone, input_size, boxes, then <stage>_ms_p50 and <stage>_ms_p95 for stages " + ", ".join(STAGES),
         "results": rows,
     }
-    write_report(args.out, "Refinement latency per frame", env, results, latency_markdown(rows))
+    markdown = latency_markdown(rows)
+    if builds:
+        markdown += "\n\n## TensorRT-RTX engine builds (ahead of time, on this machine's CPU)\n\n" + builds_markdown(builds)
+    write_report(args.out, "Refinement latency per frame", env, results, markdown)
+
+
+def engine_builds(models: dict[str, Path], precisions: str) -> list[dict[str, Any]]:
+    """Build time and size of each model's TensorRT-RTX engine per precision, in a scratch folder (engines are not kept)."""
+    from benchmarks.engine_builds import build_and_measure
+    from pipeline.backends.tensorrt import flavour_named
+    from pipeline.checkpoint import load_refiner
+
+    wanted = [name.strip() for name in precisions.split(",") if name.strip()]
+    if not wanted:
+        return []
+    if unbuildable := [str(path) for path in models.values() if path.suffix != ".safetensors"]:
+        raise SystemExit(f"--engine-builds needs a .safetensors refiner (the FP16 ONNX is exported from it), not {unbuildable[0]}")
+    flavour = flavour_named("rtx")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-engines-") as scratch:
+        for label, path in models.items():
+            for precision in wanted:
+                print(f"building the {precision} TensorRT-RTX engine of {label} ...", flush=True)
+                rows.append(build_and_measure(label, load_refiner(path), precision, flavour, Path(scratch)))
+                Path(rows[-1].pop("engine")).unlink()
+    return rows
 
 
 def crops_only(args: argparse.Namespace, env: dict[str, Any], frame_size: tuple[int, int], box_counts: list[int]) -> None:

@@ -31,10 +31,10 @@ def cpu_model() -> str:
 
 def library_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for module in ("torch", "onnxruntime", "cv2", "numpy", "tensorrt"):
+    for module in ("torch", "onnxruntime", "cv2", "numpy", "tensorrt", "tensorrt_rtx"):
         try:
             versions["opencv" if module == "cv2" else module] = __import__(module).__version__
-        except ImportError:
+        except (ImportError, OSError):  # OSError: a TensorRT package without its shared library
             versions["opencv" if module == "cv2" else module] = None
     return versions
 

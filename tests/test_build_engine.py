@@ -1,4 +1,7 @@
-"""build_engine.py: ONNX + sidecar per backbone with the ORT-vs-torch difference printed; bad input is one line."""
+"""build_engine.py: ONNX + engine + sidecars per backbone with the ORT-vs-torch difference printed; bad input is one line.
+
+The engines themselves (what TensorRT parsed, sizes, profiles) are checked in tests/test_tensorrt_engines.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import pytest
 
 import build_engine
 from build_engine import main, random_refiner
-from pipeline.backends.tensorrt import tensorrt_version
+import torch
+
 from pipeline.checkpoint import save_refiner
 from pipeline.onnx_export import file_sha256, read_onnx_spec, read_sidecar
 from pipeline.spec import RefinerSpec
@@ -36,8 +40,11 @@ def test_random_backbone_builds_onnx_with_sidecar_and_reports_parity(tmp_path):
     assert set(sidecar["versions"]) >= {"torch", "onnx", "onnxruntime"}
     assert sidecar["rebuild_command"].startswith("python build_engine.py --backbones b0 --classes person")
     assert "ONNX Runtime vs torch max |diff|" in result.stdout
-    if tensorrt_version() is None:
-        assert result.stdout.count("no TensorRT engine built: the tensorrt package is not importable") == 1
+    engine = read_sidecar(tmp_path / "refiner-efficientnet_b0-224.engine")  # TensorRT-RTX builds without a GPU
+    assert engine["tensorrt_flavour"] in ("rtx", "tensorrt") and engine["profile"] == {"minimum": 1, "optimum": 4, "maximum": 4}
+    assert f"--trt {engine['tensorrt_flavour']} " in engine["rebuild_command"]  # what auto chose, not "auto"
+    if not torch.cuda.is_available():
+        assert result.stdout.count("not executed: TensorRT-RTX") == 1 and engine["executed"] is False
 
 
 def test_checkpoint_builds_under_its_spec_name(tmp_path, capsys):
@@ -60,6 +67,34 @@ def test_bad_checkpoint_is_one_line_and_non_zero(tmp_path, content):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--compute-capability", "sm90"], "choose from sm75, sm80, sm86, sm89, sm120, sm121, portable or current"),
+        (["--trt", "tensorrt-llm"], "invalid choice"),
+    ],
+)
+def test_bad_tensorrt_options_are_usage_errors(capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--backbones", "b0", *arguments])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU exists")
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--compute-capability", "current"], "error: --compute-capability current needs a CUDA GPU; torch sees none"),
+        (["--trt", "tensorrt"], "error: "),  # not importable here, or needs a GPU to build: either way before any output
+    ],
+)
+def test_engines_this_machine_cannot_build_are_one_line_errors(tmp_path, capsys, arguments, message):
+    assert main(["--backbones", "b0", "--out", str(tmp_path / "out"), *arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(message) and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_backbone_is_a_usage_error(capsys):

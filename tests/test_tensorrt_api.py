@@ -1,4 +1,4 @@
-"""The TensorRT API check: its analysis on synthetic sources, and the project against the real 10.x/11.x bindings.
+"""The TensorRT API check: its analysis on synthetic sources, and the project against the real 10.x/11.x/RTX bindings.
 
 The real-bindings tests download ~1.3 MB wheels from PyPI into .cache/trt-wheels and build stub
 libraries with the C compiler; they skip, saying which, where either is unavailable.
@@ -27,12 +27,13 @@ from tools.check_tensorrt_api import (
 
 
 def fake_api(label: str, version: str, fp16: bool) -> Api:
-    """A hand-written slice of the bindings: 11.x lost BuilderFlag.FP16, both lack every pre-10 name."""
+    """A hand-written slice of the bindings: 11.x and RTX lost BuilderFlag.FP16, only RTX has compute capabilities."""
+    rtx = label.startswith("rtx")
     classes = {
         "Builder": {"create_builder_config": "IBuilderConfig"},
-        "IBuilderConfig": {"set_flag": None},
+        "IBuilderConfig": {"set_flag": None, **({"set_compute_capability": None} if rtx else {})},
         "BuilderFlag": {"FP16": None} if fp16 else {},
-        "Runtime": {"deserialize_cuda_engine": "ICudaEngine"},
+        "Runtime": {"deserialize_cuda_engine": "ICudaEngine", **({"get_engine_validity": None} if rtx else {})},
         "ICudaEngine": {"create_execution_context": "IExecutionContext", "get_tensor_name": None},
         "IExecutionContext": {"execute_async_v3": None, "set_tensor_address": None},
     }
@@ -40,6 +41,7 @@ def fake_api(label: str, version: str, fp16: bool) -> Api:
 
 
 FAKES = [fake_api("ten", "10.5.0", fp16=True), fake_api("eleven", "11.1.0", fp16=False)]
+WITH_RTX = [*FAKES, fake_api("rtx 1.7", "1.7.1", fp16=False)]
 
 
 def missing_names(source: str, apis=FAKES) -> dict[str, list[str]]:
@@ -103,6 +105,30 @@ def test_version_guard_limits_a_name_to_the_versions_that_take_the_branch():
     assert missing_names(unguarded) == {"trt.BuilderFlag.FP16": ["eleven"]}
 
 
+def test_flavour_guard_limits_names_to_tensorrt_rtx_or_to_the_others():
+    source = """
+        import tensorrt as trt
+        def configure(flavour, builder: trt.Builder, data):
+            config = builder.create_builder_config()
+            if flavour.is_rtx():
+                config.set_compute_capability(None, 0)
+                trt.Runtime(None).get_engine_validity(data)
+            else:
+                if flavour.tensorrt_major() < 11:
+                    config.set_flag(trt.BuilderFlag.FP16)
+            if not flavour.is_rtx() and flavour.tensorrt_major() < 11:
+                config.set_flag(trt.BuilderFlag.FP16)
+    """
+    assert missing_names(source, WITH_RTX) == {}
+    # Without the flavour test, RTX (major 1 < 11) takes the FP16 branch and the 10/11 bindings the RTX calls.
+    unguarded = source.replace("if not flavour.is_rtx() and", "if").replace("if flavour.is_rtx():", "if True:")
+    assert missing_names(unguarded, WITH_RTX) == {
+        "IBuilderConfig.set_compute_capability": ["ten", "eleven"],
+        "Runtime.get_engine_validity": ["ten", "eleven"],
+        "trt.BuilderFlag.FP16": ["rtx 1.7"],
+    }
+
+
 def test_from_import_hides_uses_and_is_refused():
     assert list(missing_names("from tensorrt import Builder\n")) == [
         "?.from-import (write `import tensorrt as trt` so every use is visible)"
@@ -120,7 +146,7 @@ def real_apis() -> list[Api]:
 def test_project_uses_only_names_the_real_bindings_export(real_apis):
     report, passed = check([REPO / name for name in DEFAULT_FILES], real_apis)
     assert passed, report
-    assert {api.major for api in real_apis} == {10, 11}
+    assert {api.major for api in real_apis} == {1, 10, 11} and any(api.rtx for api in real_apis)
 
 
 def test_committed_report_is_a_passing_run_of_the_current_names(real_apis):

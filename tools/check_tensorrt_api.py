@@ -1,8 +1,9 @@
-"""Prove that every TensorRT name the project uses exists in the real TensorRT 10.x and 11.x Python bindings.
+"""Prove that every TensorRT name the project uses exists in the real TensorRT 10.x, 11.x and TensorRT-RTX bindings.
 
 TensorRT installs only next to an NVIDIA driver, so most machines cannot import the code in
 pipeline/backends/tensorrt.py against the real module. The compiled bindings, however, are small
-wheels on PyPI (tensorrt-cu12-bindings / tensorrt-cu13-bindings, ~1.3 MB). This script downloads
+wheels on PyPI (tensorrt-cu12-bindings / tensorrt-cu13-bindings / tensorrt-rtx-cu12-bindings,
+~1.3 MB; TensorRT-RTX is the same pybind module under the name tensorrt_rtx). This script downloads
 a few versions, imports each compiled module against stub libnvinfer / libnvonnxparser /
 libnvinfer_plugin (a C file defining the entry points the module links, none called at import)
 and records dir() of every class plus the return type pybind11 writes into each method's docstring.
@@ -14,9 +15,10 @@ Then it reads the project's source with `ast`:
   variables, `self.x` attributes and annotated helper functions; every attribute used on a typed
   object must exist on its class;
 - a pre-10 name (execute_async_v2, get_binding_index, ...) fails even where the type is unknown;
-- code under `if tensorrt_major() < 11:` (any comparison with a constant; `and` and nested ifs
-  compose) is checked only against the versions that take that branch; the `else` of a bare
-  version test gets the complement.
+- code under `if tensorrt_major() < 11:` (any comparison with a constant) or `if is_rtx():` /
+  `if not is_rtx():` (also as methods, `flavour.is_rtx()`; `and` and nested ifs compose) is
+  checked only against the bindings that take that branch (RTX's major version is 1); the `else`
+  of a bare test gets the complement.
 
     python tools/check_tensorrt_api.py [--report tools/tensorrt_api_check.txt] [FILES ...]
 
@@ -51,6 +53,7 @@ DEFAULT_WHEELS = (
     "tensorrt-cu12-bindings==11.0.0.114",
     "tensorrt-cu12-bindings==11.4.0.106",
     "tensorrt-cu13-bindings==11.4.0.106",
+    "tensorrt-rtx-cu12-bindings==1.7.1.116",
 )
 # Removed in TensorRT 10.0 (binding indices, implicit batch, enqueue v2): a use is an error whatever the
 # receiver. Names some other class still has (IPluginV2.execute_async) are left to the typed check.
@@ -75,6 +78,8 @@ REMOVED_NAMES = frozenset(
     }
 )
 GUARD_FUNCTION = "tensorrt_major"
+FLAVOUR_FUNCTION = "is_rtx"
+RTX_GUARD = "rtx"  # guard symbol: ("rtx", 1) under `if is_rtx():`, ("rtx", 0) under `if not is_rtx():`
 UNTYPED = "?"  # receiver of a removed name whose type the checker could not infer
 # The entry points the bindings link from libnvinfer & co.; a new one is learnt from the import error.
 STUB_SYMBOLS = (
@@ -89,6 +94,7 @@ STUB_SYMBOLS = (
     "initLibNvInferPlugins",
 )
 STUB_LIBRARIES = ("nvinfer", "nvinfer_plugin", "nvonnxparser")
+RTX_STUB_LIBRARIES = ("tensorrt_rtx", "tensorrt_onnxparser_rtx")
 
 _COMPARISONS: dict[type, tuple[str, Callable[[int, int], bool]]] = {
     ast.Lt: ("<", operator.lt),
@@ -98,15 +104,15 @@ _COMPARISONS: dict[type, tuple[str, Callable[[int, int], bool]]] = {
     ast.Eq: ("==", operator.eq),
     ast.NotEq: ("!=", operator.ne),
 }
-_NEGATED = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+_NEGATED = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "==", RTX_GUARD: RTX_GUARD}
 _OPERATORS = {symbol: function for symbol, function in _COMPARISONS.values()}
 
 # Runs in a fresh interpreter per wheel (two versions cannot share a process): prints the API as JSON.
 _DUMP_SCRIPT = r"""
-import json, re, sys
+import importlib, json, re, sys
 sys.path.insert(0, sys.argv[1])
-import tensorrt_bindings as trt
-RETURNS = re.compile(r"^\s*(?:\d+\.\s+)?(\w+)\(.*\)\s*->\s*(?:tensorrt_bindings|tensorrt)\.tensorrt\.(\w+)\s*$")
+trt = importlib.import_module(sys.argv[2])
+RETURNS = re.compile(r"^\s*(?:\d+\.\s+)?(\w+)\(.*\)\s*->\s*(?:tensorrt_rtx_bindings|tensorrt_bindings|tensorrt)\.tensorrt(?:_rtx)?\.(\w+)\s*$")
 def members(cls):
     table = {}
     for name in dir(cls):
@@ -135,7 +141,7 @@ class BindingsUnavailable(RuntimeError):
 class Api:
     """What one bindings version exports: module names, and per class its members with return types."""
 
-    label: str  # e.g. "cu12 10.0.1"
+    label: str  # e.g. "cu12 10.0.1", "rtx 1.7.1.116"
     version: str
     module: frozenset[str]
     classes: dict[str, dict[str, str | None]]
@@ -143,6 +149,10 @@ class Api:
     @property
     def major(self) -> int:
         return int(self.version.split(".")[0])
+
+    @property
+    def rtx(self) -> bool:
+        return self.label.startswith("rtx")
 
     def has(self, name: str) -> bool:
         """`trt.A.B.C` (a module chain) or `Class.member` (a member of a typed object)."""
@@ -170,12 +180,17 @@ class Usage:
     guards: tuple[tuple[str, int], ...]
     locations: list[str] = field(default_factory=list)
 
-    def applies_to(self, major: int) -> bool:
-        return all(_OPERATORS[symbol](major, value) for symbol, value in self.guards)
+    def applies_to(self, api: Api) -> bool:
+        return all(
+            api.rtx == bool(value) if symbol == RTX_GUARD else _OPERATORS[symbol](api.major, value) for symbol, value in self.guards
+        )
 
     @property
     def condition(self) -> str:
-        return " and ".join(f"TensorRT {symbol} {value}" for symbol, value in self.guards)
+        return " and ".join(
+            ("TensorRT-RTX" if value else "not TensorRT-RTX") if symbol == RTX_GUARD else f"TensorRT {symbol} {value}"
+            for symbol, value in self.guards
+        )
 
 
 class _Collector(ast.NodeVisitor):
@@ -273,7 +288,7 @@ class _Collector(ast.NodeVisitor):
         terms = node.test.values if isinstance(node.test, ast.BoolOp) and isinstance(node.test.op, ast.And) else [node.test]
         body_guards = [guard for term in terms if (guard := _version_guard(term))]
         bare = _version_guard(node.test)
-        else_guards = [(_NEGATED[bare[0]], bare[1])] if bare else []
+        else_guards = [_negated(bare)] if bare else []
         for statements, guards in ((node.body, body_guards), (node.orelse, else_guards)):
             self.guards.extend(guards)
             for statement in statements:
@@ -281,7 +296,7 @@ class _Collector(ast.NodeVisitor):
             del self.guards[len(self.guards) - len(guards) :]
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if node.module and node.module.split(".")[0] == "tensorrt":
+        if node.module and node.module.split(".")[0] in ("tensorrt", "tensorrt_rtx"):
             self.record(f"{UNTYPED}.from-import (write `import tensorrt as trt` so every use is visible)", node)
 
     def _is_tensorrt_chain(self, chain: list[str]) -> bool:
@@ -321,8 +336,17 @@ def _is_self(node: ast.expr) -> bool:
     return isinstance(node, ast.Name) and node.id == "self"
 
 
+def _negated(guard: tuple[str, int]) -> tuple[str, int]:
+    symbol, value = guard
+    return (RTX_GUARD, 1 - value) if symbol == RTX_GUARD else (_NEGATED[symbol], value)
+
+
 def _version_guard(test: ast.expr) -> tuple[str, int] | None:
-    """`tensorrt_major() < 11` (or `11 > tensorrt_major()`) -> ("<", 11)."""
+    """`tensorrt_major() < 11` (or `11 > tensorrt_major()`) -> ("<", 11); `is_rtx()` -> ("rtx", 1), `not is_rtx()` -> ("rtx", 0)."""
+    if _is_guard_call(test, FLAVOUR_FUNCTION):
+        return RTX_GUARD, 1
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not) and (inner := _version_guard(test.operand)):
+        return _negated(inner) if inner[0] == RTX_GUARD else None
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in _COMPARISONS):
         return None
     symbol = _COMPARISONS[type(test.ops[0])][0]
@@ -335,18 +359,18 @@ def _version_guard(test: ast.expr) -> tuple[str, int] | None:
     return None
 
 
-def _is_guard_call(node: ast.expr) -> bool:
+def _is_guard_call(node: ast.expr, function: str = GUARD_FUNCTION) -> bool:
     if not isinstance(node, ast.Call):
         return False
     name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
-    return name == GUARD_FUNCTION
+    return name == function
 
 
 def _tensorrt_alias(tree: ast.Module) -> str:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name == "tensorrt":
+                if alias.name in ("tensorrt", "tensorrt_rtx"):
                     return alias.asname or "tensorrt"
     return "trt"
 
@@ -365,7 +389,7 @@ def collect_usages(source: str, path: str, apis: Iterable[Api]) -> list[Usage]:
 
 def missing(usage: Usage, apis: Iterable[Api]) -> list[str]:
     """Labels of the versions that take this usage's branch but do not export its name."""
-    return [api.label for api in apis if usage.applies_to(api.major) and not api.has(usage.name)]
+    return [api.label for api in apis if usage.applies_to(api) and not api.has(usage.name)]
 
 
 # --- fetching and loading the real bindings ------------------------------------------------------
@@ -374,19 +398,19 @@ def missing(usage: Usage, apis: Iterable[Api]) -> list[str]:
 def fetch_api(requirement: str, cache: Path) -> Api:
     """Download (once) a bindings wheel and dump its API (once); cached as JSON beside the wheel."""
     package, version = requirement.split("==")
-    flavour = package.split("-")[1]  # cu12 / cu13
+    flavour = package.split("-")[1]  # cu12 / cu13 / rtx
     label = f"{flavour} {version}"
     dump = cache / f"api-{package}-{version}.json"
     if not dump.is_file():
         root = _unpacked_wheel(package, version, cache)
-        dump.write_text(_dump_api(root, int(version.split(".")[0]), cache))
+        dump.write_text(_dump_api(root, _Layout.of(package, version), cache))
     fields = json.loads(dump.read_text())
     return Api(label, fields["version"], frozenset(fields["module"]), fields["classes"])
 
 
 def _unpacked_wheel(package: str, version: str, cache: Path) -> Path:
     root = cache / f"{package}-{version}"
-    if (root / "tensorrt_bindings").is_dir():
+    if (root / _Layout.of(package, version).module).is_dir():
         return root
     cache.mkdir(parents=True, exist_ok=True)
     python = f"{sys.version_info.major}{sys.version_info.minor}"
@@ -423,12 +447,28 @@ def _unpacked_wheel(package: str, version: str, cache: Path) -> Path:
     return root
 
 
-def _dump_api(root: Path, major: int, cache: Path) -> str:
+@dataclass(frozen=True)
+class _Layout:
+    """How one bindings wheel is laid out: its Python module, and the shared libraries (with soname version) it links."""
+
+    module: str
+    libraries: tuple[str, ...]
+    soversion: int
+
+    @classmethod
+    def of(cls, package: str, version: str) -> _Layout:
+        major = int(version.split(".")[0])
+        if package.startswith("tensorrt-rtx"):
+            return cls("tensorrt_rtx_bindings", RTX_STUB_LIBRARIES, major)
+        return cls("tensorrt_bindings", STUB_LIBRARIES, major)
+
+
+def _dump_api(root: Path, layout: _Layout, cache: Path) -> str:
     symbols = list(STUB_SYMBOLS)
     for _ in range(20):  # each round learns at most one new entry point from the loader's error
-        stubs = _stub_libraries(major, symbols, cache)
+        stubs = _stub_libraries(layout, symbols, cache)
         search_path = os.pathsep.join(filter(None, [str(stubs), os.environ.get("LD_LIBRARY_PATH")]))
-        command = [sys.executable, "-c", _DUMP_SCRIPT, str(root)]
+        command = [sys.executable, "-c", _DUMP_SCRIPT, str(root), layout.module]
         result = subprocess.run(
             command, check=False, capture_output=True, text=True, env={**os.environ, "LD_LIBRARY_PATH": search_path}
         )
@@ -442,9 +482,9 @@ def _dump_api(root: Path, major: int, cache: Path) -> str:
     raise BindingsUnavailable(f"the bindings in {root} keep asking for more libnvinfer symbols")
 
 
-def _stub_libraries(major: int, symbols: list[str], cache: Path) -> Path:
+def _stub_libraries(layout: _Layout, symbols: list[str], cache: Path) -> Path:
     """libnvinfer.so.N & co. defining `symbols` as functions returning 0; rebuilt when the list changes."""
-    folder = cache / f"stubs-{major}"
+    folder = cache / f"stubs-{layout.libraries[0]}-{layout.soversion}"
     source = "".join(f"void *{symbol}(void) {{ return 0; }}\n" for symbol in symbols)
     if (folder / "stub.c").is_file() and (folder / "stub.c").read_text() == source:
         return folder
@@ -453,8 +493,8 @@ def _stub_libraries(major: int, symbols: list[str], cache: Path) -> Path:
         raise BindingsUnavailable("no C compiler (cc/gcc) to build the stub libnvinfer the bindings link against")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "stub.c").write_text(source)
-    for library in STUB_LIBRARIES:
-        name = f"lib{library}.so.{major}"
+    for library in layout.libraries:
+        name = f"lib{library}.so.{layout.soversion}"
         subprocess.run(
             [compiler, "-shared", "-fPIC", "-o", str(folder / name), str(folder / "stub.c"), f"-Wl,-soname,{name}"],
             check=True,
@@ -483,7 +523,7 @@ def check(files: Iterable[Path], apis: list[Api]) -> tuple[str, bool]:
         cells = []
         for api in apis:
             present = api.has(usage.name)
-            if usage.applies_to(api.major):
+            if usage.applies_to(api):
                 status = "ok" if present else "MISSING"
             else:  # branch not taken on this version: say whether the name is there, for the record
                 status = "(ok)" if present else "(absent)"
@@ -505,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="*", type=Path, default=[REPO / name for name in DEFAULT_FILES])
     parser.add_argument(
-        "--wheel", action="append", dest="wheels", help="package==version (repeatable; default: 10.x and 11.x set)"
+        "--wheel", action="append", dest="wheels", help="package==version (repeatable; default: 10.x, 11.x and RTX set)"
     )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where wheels and API dumps are kept")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where the report is written")

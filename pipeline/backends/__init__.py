@@ -31,7 +31,7 @@ def open_backend(
 ) -> RefinerBackend:
     """Open a runtime for a checkpoint (.safetensors), an ONNX file or a TensorRT engine (with its sidecar).
 
-    `auto` tries TensorRT (an engine for this model, tensorrt and a GPU), then ONNX Runtime (CUDA
+    `auto` tries TensorRT (an engine for this model, the flavour that built it and a GPU), then ONNX Runtime (CUDA
     provider when usable, else CPU; a checkpoint is exported to ONNX once, cached by content hash
     under engines/cache/), then torch. `cuda_graphs` applies to the torch backend on CUDA only.
     """
@@ -60,14 +60,15 @@ def open_backend(
 def _open_tensorrt(model_path: Path, device: str | None, max_batch: int, cuda_graphs: bool) -> RefinerBackend:
     import torch
 
-    from pipeline.backends.tensorrt import TensorRTBackend, tensorrt_version
+    from pipeline.backends.tensorrt import TensorRTBackend, TensorRTUnavailable
 
     engine = _engine_for(model_path)
-    if tensorrt_version() is None:
-        raise _Unavailable("the tensorrt package is not importable here")
     if device == "cpu" or not torch.cuda.is_available():
         raise _Unavailable("TensorRT needs a CUDA GPU")
-    return TensorRTBackend(engine, device, max_batch)
+    try:
+        return TensorRTBackend(engine, device, max_batch)
+    except TensorRTUnavailable as error:  # the engine's flavour (tensorrt or tensorrt_rtx) is not installed
+        raise _Unavailable(str(error)) from error
 
 
 def _engine_for(model_path: Path) -> Path:

@@ -7,6 +7,7 @@ import json
 from benchmarks.__main__ import main
 from benchmarks.latency import STAGES
 from build_engine import random_refiner
+from pipeline.checkpoint import save_refiner
 from pipeline.onnx_export import export_onnx
 from pipeline.spec import RefinerSpec
 
@@ -39,3 +40,18 @@ def test_latency_writes_every_documented_key_per_box_count(tmp_path):
     assert report["machine"]["cores"] and report["versions"]["onnxruntime"]
     assert report["command"].startswith("python -m benchmarks latency")
     assert out.with_suffix(".md").read_text().startswith("# Refinement latency")
+
+
+def test_engine_builds_report_build_time_and_size_per_precision(tmp_path):
+    """TensorRT-RTX builds without a GPU, so this runs in CI: one real engine per precision."""
+    checkpoint = save_refiner(random_refiner(TINY), tmp_path / "tiny.safetensors")
+    out = tmp_path / "latency.json"
+    arguments = ["--boxes", "1", "--frames", "1", "--warmup", "0", "--frame", "160x120", "--engine-builds", "fp16,fp32"]
+    main(["latency", "--refiner", str(checkpoint), "--out", str(out), *arguments])
+    builds = json.loads(out.read_text())["engine_builds"]
+    assert [(row["model"], row["precision"]) for row in builds] == [("tiny", "fp16"), ("tiny", "fp32")]
+    for row in builds:
+        assert row["build_s"] > 0 and row["onnx_export_s"] > 0 and row["engine_mb"] > 0.1
+        assert row["tensorrt"].startswith("TensorRT-RTX") and row["targets"] == "sm80,sm86,sm89,sm120,sm121"
+    assert builds[0]["onnx_mb"] < builds[1]["onnx_mb"]  # the FP16 ONNX holds half weights
+    assert "TensorRT-RTX engine builds" in out.with_suffix(".md").read_text()

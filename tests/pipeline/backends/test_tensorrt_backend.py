@@ -1,12 +1,16 @@
 """TensorRT backend: refuses clearly where it cannot run; where it can, engines match torch and refuse other machines.
 
-The GPU half needs tensorrt and a CUDA GPU and skips otherwise (the reason says which is missing).
+The GPU half needs a CUDA GPU (and, for data-center engines, tensorrt) and skips otherwise, saying
+which is missing. On a GPU the engines are built for it: `--compute-capability current` for RTX.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,32 +19,66 @@ import torch
 import build_engine
 from build_engine import ENGINE_TOLERANCE, random_inputs
 from pipeline.backends import BackendError, open_backend
-from pipeline.backends.tensorrt import TensorRTBackend, tensorrt_version
+from pipeline.backends.tensorrt import Flavour, TensorRTBackend, check_built_for, select_flavour
 from pipeline.backends.torch import TorchBackend
 from pipeline.onnx_export import read_sidecar, sidecar_path
 
-if tensorrt_version() is None:
-    gpu_reason = "tensorrt is not installed"
-elif not torch.cuda.is_available():
-    gpu_reason = "torch sees no CUDA GPU"
-else:
-    gpu_reason = None
-needs_tensorrt_gpu = pytest.mark.skipif(gpu_reason is not None, reason=f"needs tensorrt and a CUDA GPU: {gpu_reason}")
+gpu_reason = None if torch.cuda.is_available() else "torch sees no CUDA GPU"
+needs_tensorrt_gpu = pytest.mark.skipif(gpu_reason is not None, reason=f"needs a CUDA GPU: {gpu_reason}")
+RTX = Flavour("rtx", SimpleNamespace(__version__="1.7.1.116"))  # the checks read versions only: no library needed
+H200 = {"name": "NVIDIA H200", "compute_capability": "9.0"}
 
 
-@pytest.mark.skipif(tensorrt_version() is not None, reason="checks the error where tensorrt is not installed")
-def test_missing_tensorrt_is_a_clear_backend_error(tmp_path):
-    with pytest.raises(BackendError, match="tensorrt package is not importable.*pip install tensorrt"):
-        TensorRTBackend(tmp_path / "refiner.engine")
+def rtx_sidecar(**changes) -> dict:
+    command = "python build_engine.py --backbones b0 --classes person --trt rtx --compute-capability sm80,sm86 --out engines"
+    fields = {"tensorrt": RTX.version, "tensorrt_flavour": "rtx", "compute_capabilities": ["sm80", "sm86"], "gpu": None}
+    return {**fields, "rebuild_command": command, **changes}
+
+
+@pytest.mark.skipif(gpu_reason is None, reason="checks the refusal where no GPU exists")
+def test_engine_without_a_gpu_is_a_clear_backend_error(tmp_path):
+    engine = tmp_path / "refiner.engine"
+    engine.write_bytes(b"engine")
+    sidecar_path(engine).write_text(json.dumps({"spec": {}, **rtx_sidecar()}))
+    with pytest.raises(BackendError, match=r"TensorRT-RTX 1\.\S+ needs a CUDA GPU to run; torch sees none"):
+        TensorRTBackend(engine)
+
+
+def test_rtx_engine_for_other_gpus_is_refused_naming_the_rebuild_for_this_one(tmp_path):
+    with pytest.raises(BackendError) as error:
+        check_built_for(tmp_path / "b0.engine", rtx_sidecar(), RTX, H200)
+    assert str(error.value) == (
+        f"b0.engine was built with TensorRT-RTX {RTX.version} for sm80,sm86 but this is TensorRT-RTX {RTX.version} on "
+        "NVIDIA H200 (sm 9.0); rebuild it here: python build_engine.py --backbones b0 --classes person --trt rtx "
+        "--compute-capability current --out engines"
+    )
+    with pytest.raises(BackendError, match=r"built with TensorRT-RTX 1\.0\.0 for sm80,sm86 .*rebuild it here"):
+        check_built_for(tmp_path / "b0.engine", rtx_sidecar(tensorrt="1.0.0"), RTX, {**H200, "compute_capability": "8.6"})
+    check_built_for(tmp_path / "b0.engine", rtx_sidecar(), RTX, {**H200, "compute_capability": "8.6"})  # fits: no error
+    current = rtx_sidecar(compute_capabilities=["current"], gpu=H200)
+    check_built_for(tmp_path / "b0.engine", current, RTX, H200)
+    with pytest.raises(BackendError, match="for current but"):
+        check_built_for(tmp_path / "b0.engine", current, RTX, {**H200, "name": "NVIDIA L4"})
 
 
 @pytest.fixture(scope="module", params=["fp16", "fp32"])
 def engine(request, tmp_path_factory):
-    """A B0 engine built by build_engine.py itself (so the CLI's TensorRT path runs too), per precision."""
+    """A B0 engine built by build_engine.py itself for this GPU (so the CLI's TensorRT path runs too), per precision.
+
+    Where the GPU cannot take an engine (TensorRT-RTX has no sm90: an H100/H200 without data-center
+    tensorrt), the tests skip with TensorRT's own words.
+    """
     out = tmp_path_factory.mktemp(f"engine-{request.param}")
-    assert build_engine.main(["--backbones", "b0", "--max-batch", "8", "--precision", request.param, "--out", str(out)]) == 0
-    (path,) = out.glob("*.engine")
-    return path, request.param
+    arguments = ["--backbones", "b0", "--max-batch", "8", "--precision", request.param, "--out", str(out)]
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        code = build_engine.main([*arguments, "--compute-capability", "current"])
+    engines = list(out.glob("*.engine"))
+    if "differs from torch" in stderr.getvalue():
+        pytest.fail(stderr.getvalue().strip())  # built and ran, but computes something else: a real failure
+    if code != 0 or not engines:
+        reason = stderr.getvalue().strip().splitlines()[-1:] or ["build_engine.py built no engine (no TensorRT flavour here)"]
+        pytest.skip(f"no {request.param} engine for this GPU: {reason[0]}")
+    return engines[0], request.param
 
 
 @needs_tensorrt_gpu
@@ -48,7 +86,8 @@ def test_engine_matches_torch_and_records_where_it_was_built(engine):
     path, precision = engine
     sidecar = read_sidecar(path)
     assert sidecar["precision"] == precision and sidecar["profile"] == {"minimum": 1, "optimum": 8, "maximum": 8}
-    assert sidecar["tensorrt"] == tensorrt_version() and sidecar["gpu"]["name"] == torch.cuda.get_device_name()
+    assert sidecar["tensorrt"] == select_flavour(sidecar["tensorrt_flavour"], to_run=True).version
+    assert sidecar["gpu"]["name"] == torch.cuda.get_device_name() and sidecar["executed"] is True
     backend = open_backend("auto", path)
     assert isinstance(backend, TensorRTBackend) and backend.max_batch == 8
     model = build_engine.random_refiner(backend.spec)
@@ -87,7 +126,7 @@ def test_engine_from_another_machine_is_refused_with_the_rebuild_command(engine,
         json.dumps({**sidecar, "tensorrt": "9.0.0", "gpu": {"name": "Other GPU", "compute_capability": "7.5"}})
     )
     with pytest.raises(
-        BackendError, match=r"built with TensorRT 9\.0\.0 on Other GPU .*rebuild it here: python build_engine.py --backbones b0"
+        BackendError, match=r"built with TensorRT(-RTX)? 9\.0\.0 .*rebuild it here: python build_engine.py --backbones b0"
     ) as error:
         TensorRTBackend(copy)
     assert "\n" not in str(error.value)
