@@ -135,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SIGINT
     except Exception as error:  # every failure becomes one line and an exit code
         return _fail(error, args.debug)
+    print(format_run_summary(report.summary), file=sys.stderr)
+    print(f"outputs: {report.output_dir}/ ({DETECTIONS_FILE}, {VIDEO_FILE}, {SUMMARY_FILE})", file=sys.stderr)
     if report.exit_code:
         if args.debug and report.failure is not None:
             traceback.print_exception(report.failure.error)
@@ -142,8 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for warning in report.summary.get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
-    print(format_run_summary(report.summary), file=sys.stderr)
-    print(f"outputs: {report.output_dir}/ ({DETECTIONS_FILE}, {VIDEO_FILE}, {SUMMARY_FILE})", file=sys.stderr)
     return report.exit_code
 
 

@@ -49,8 +49,10 @@ def build_frame_refiner(
     None: one buffer, for callers that refine each frame before cropping the next.
     """
     model_path = Path(model_path)
-    if model_path.suffix not in MODEL_SUFFIXES or not model_path.is_file():
-        raise BackendError(f"refiner {model_path} is not an existing {', '.join(MODEL_SUFFIXES)} file; pass --refiner MODEL")
+    if model_path.suffix not in MODEL_SUFFIXES:
+        raise BackendError(f"refiner {model_path} is not a {', '.join(MODEL_SUFFIXES)} file; pass --refiner MODEL")
+    if not model_path.is_file():
+        raise BackendError(f"refiner {model_path} does not exist; pass --refiner MODEL")
     spec = read_model_spec(model_path)
     mapping = ClassMapping.by_name(tuple(detector_class_names), spec.class_names)
     runtime = open_backend(backend, model_path, device, max_batch=max_batch)
