@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--source", required=True,
         help="video file, camera index (0), rtsp/http URL, image folder; 'demo' (the bundled real clip, contact sheet) "
-        "or 'synthetic' (generated clip scored against exact ground truth)",
+        "or 'synthetic' (generated clip scored against exact ground truth) (required, no default)",
     )
     parser.add_argument(
         "--detector", type=Path,

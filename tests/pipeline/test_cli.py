@@ -284,3 +284,19 @@ def test_sigterm_stops_every_stage_and_exits_143(tmp_path, inputs):
     assert_interrupted_run(tmp_path / "run", signal.SIGTERM, signalled[0])
     assert [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)] == []
     assert signal.getsignal(signal.SIGTERM) is handler_before  # the run's handler is removed again
+
+
+def test_a_missing_camera_is_one_line_not_opencvs_warnings(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--source", "7", "--output", str(tmp_path / "run")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: cannot open camera 7; check the camera is connected and not used by another program"]
+
+
+def test_every_option_in_help_says_its_default():
+    from pipeline.__main__ import build_parser
+
+    for action in build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert "default" in (action.help or "") and len(action.help) > 20, action.option_strings
