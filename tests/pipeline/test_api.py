@@ -146,3 +146,15 @@ def test_supervision_detections_in_and_out(refiner, frame):
     assert not np.allclose(refined.xyxy[0], detections.xyxy[0]) and np.allclose(refined.xyxy[1], detections.xyxy[1])
     with pytest.raises(ValueError, match="class_name"):
         refiner.refine_supervision(frame, sv.Detections(xyxy=detections.xyxy, class_id=detections.class_id))
+
+
+def test_classes_are_checked_before_the_model_is_loaded(tmp_path, monkeypatch):
+    import pipeline.api
+    from pipeline import ClassMappingError, build_frame_refiner
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the class check")
+
+    monkeypatch.setattr(pipeline.api, "open_backend", no_loading)
+    with pytest.raises(ClassMappingError, match="no detector class"):
+        build_frame_refiner(tiny_checkpoint(tmp_path / "tiny.safetensors"), ("dog", "cat"))
