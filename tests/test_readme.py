@@ -110,3 +110,13 @@ def test_python_api_example_runs_as_written(tmp_path):
     done = subprocess.run([sys.executable, "-c", example], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refined" in done.stdout and "unmapped" in done.stdout
+
+
+def test_engines_readme_names_every_committed_model():
+    """engines/README.md matches what is committed: every model in engines/ is described, every training log has its model."""
+    engines = REPO / "engines"
+    text = (engines / "README.md").read_text()
+    models = [path.name for pattern in ("*.safetensors", "*.pt") for path in engines.glob(pattern)]
+    assert models and [name for name in models if name not in text] == []
+    logs = [path.name.removesuffix(".log.jsonl") for path in engines.glob("*.log.jsonl")]
+    assert [stem for stem in logs if f"{stem}.safetensors" not in models] == []
