@@ -1,5 +1,8 @@
 """A contact sheet (PNG) of a run: a few frames with the detector's and the refined boxes, zoomed where they differ.
 
+Each row: the frame with every box, then the middle of each side of the box that moved most,
+magnified, where the object's extremities meet the box.
+
 Why: refined boxes move a few pixels, invisible at video scale; one image that picks the frames
 where the refiner moved a box most, and magnifies that box, shows what refinement does.
 """
@@ -16,7 +19,7 @@ import numpy as np
 from pipeline.sinks import DETECTOR_COLOUR, REFINED_COLOUR, draw_legend
 
 PANEL_HEIGHT = 300  # pixels of each row; the frame is scaled to it and the zoom is as tall
-ZOOM_SHARE = 0.3  # each corner zoom shows a square this share of the box's shorter side
+ZOOM_SHARE = 0.4  # each side zoom shows a square this share of the box's shorter side
 MIN_FRAME_GAP = 20  # frames picked at least this far apart, so the sheet shows different moments
 
 
@@ -106,19 +109,26 @@ def _row(image: np.ndarray, pick: Pick) -> np.ndarray:
 
 
 def _zoom(image: np.ndarray, pick: Pick) -> np.ndarray:
-    """The four corners of the moved box, magnified in a 2 x 2 grid: each shows two sides of both boxes."""
+    """The middle of each side of the moved box, magnified in a 2 x 2 grid (top, bottom, left, right):
+    where the object's extremities (head, feet, arms) meet the box, and the two boxes differ."""
     union = np.concatenate([np.minimum(pick.detector_box[:2], pick.refined_box[:2]), np.maximum(pick.detector_box[2:], pick.refined_box[2:])])
     side = max(ZOOM_SHARE * float(min(union[2] - union[0], union[3] - union[1])), 2 * pick.shift_px + 8, 16.0)
     tile = PANEL_HEIGHT // 2
-    tiles = [_corner(image, pick, x, y, side, tile) for y in (union[1], union[3]) for x in (union[0], union[2])]
+    centre_x, centre_y = (union[0] + union[2]) / 2, (union[1] + union[3]) / 2
+    places = {"top": (centre_x, union[1]), "bottom": (centre_x, union[3]), "left": (union[0], centre_y), "right": (union[2], centre_y)}
+    tiles = []
+    for name, (x, y) in places.items():
+        zoom = _magnified(image, pick, x, y, side, tile)
+        cv2.putText(zoom, name, (4, tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(zoom)
     grid = np.vstack([np.hstack(tiles[:2]), np.hstack(tiles[2:])])
     cv2.line(grid, (tile, 0), (tile, 2 * tile), (255, 255, 255), 1)
     cv2.line(grid, (0, tile), (2 * tile, tile), (255, 255, 255), 1)
-    _label(grid, f"the 4 corners, x{tile / side:.1f}")
+    _label(grid, f"sides of the box, x{tile / side:.1f}")
     return grid
 
 
-def _corner(image: np.ndarray, pick: Pick, x: float, y: float, side: float, tile: int) -> np.ndarray:
+def _magnified(image: np.ndarray, pick: Pick, x: float, y: float, side: float, tile: int) -> np.ndarray:
     """A `side`-pixel square of the frame centred on (x, y), scaled to `tile` pixels, both boxes drawn on it."""
     height, width = image.shape[:2]
     x1, y1 = int(round(x - side / 2)), int(round(y - side / 2))
