@@ -28,7 +28,7 @@ OTHER_CLASS = "\x00other"
 
 def build_frame_refiner(
     model_path: Path,
-    detector_class_names: Sequence[str],
+    detector_class_names: Sequence[str] | None = None,
     *,
     backend: str = "auto",
     device: str = "cpu",
@@ -44,7 +44,8 @@ def build_frame_refiner(
     """Open a refiner model for a detector's classes; the one place a FrameRefiner is put together.
 
     The class mapping is checked from the model's spec before the model is loaded (exporting a
-    checkpoint to ONNX the first time takes seconds). `queue_size`: crops live in a ring of
+    checkpoint to ONNX the first time takes seconds); `detector_class_names` None: the refiner's own
+    classes plus OTHER_CLASS, for callers that name classes per box (Refiner). `queue_size`: crops live in a ring of
     queue_size + 2 buffers, for a pipeline whose crop and refine stages run in separate threads;
     None: one buffer, for callers that refine each frame before cropping the next.
     """
@@ -54,7 +55,8 @@ def build_frame_refiner(
     if not model_path.is_file():
         raise BackendError(f"refiner {model_path} does not exist; pass --refiner MODEL")
     spec = read_model_spec(model_path)
-    mapping = ClassMapping.by_name(tuple(detector_class_names), spec.class_names)
+    names = (*spec.class_names, OTHER_CLASS) if detector_class_names is None else tuple(detector_class_names)
+    mapping = ClassMapping.by_name(names, spec.class_names)
     runtime = open_backend(backend, model_path, device, max_batch=max_batch)
     # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
     use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and takes_device_tensors(runtime)
@@ -118,9 +120,8 @@ class Refiner:
     ) -> None:
         self.path = Path(path) if path is not None else default_refiner()
         self.device = resolve_device(device)
-        spec_names = read_model_spec(self.path).class_names if self.path.is_file() else ()
         self._frame_refiner = build_frame_refiner(
-            self.path, (*spec_names, OTHER_CLASS), backend=backend, device=self.device, max_batch=max_batch,
+            self.path, None, backend=backend, device=self.device, max_batch=max_batch,
             min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations,
         )
         self.spec = self._frame_refiner.spec

@@ -41,8 +41,12 @@ def refiner() -> Refiner:
 
 def test_public_names_are_exported_and_unknown_ones_are_not():
     assert pipeline.Refiner is Refiner and "Refiner" in pipeline.__all__
+    assert set(pipeline.__all__) == {
+        "Refiner", "RefineResult", "build_frame_refiner", "RefineStatus", "Detections", "RefinerSpec",
+        "BackendError", "ClassMappingError", "DefaultModelError", "SpecError",
+    }
     with pytest.raises(AttributeError):
-        pipeline.run  # noqa: B018 - the app is not part of the public API
+        pipeline.no_such_name  # noqa: B018
 
 
 def test_default_is_the_one_committed_person_refiner(refiner):
