@@ -104,7 +104,9 @@ def run(config: RunConfig, detector: Detector | None = None, source: FrameSource
     check_writable(output_dir, config.min_free_mb)
     device = resolve_device(config.device)
     detector = detector or _open_detector(config, device)
-    refiner = _open_refiner(config, detector, device) if config.refine else None
+    refiner = _open_refiner(config, detector, device) if config.refine else None  # checks classes before loading
+    if hasattr(detector, "warm_up"):
+        detector.warm_up()  # seconds: after every check that can fail fast
     setup = {
         "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "source": {"description": source.description, "live": source.live, "fps": source.fps, "frame_count": source.frame_count},
@@ -177,7 +179,7 @@ def check_writable(output_dir: Path, min_free_mb: float) -> None:
 
 def _open_detector(config: RunConfig, device: str) -> Detector:
     path = config.detector or default_detector()
-    return open_detector(path, imgsz=config.imgsz, conf=config.conf, device=device, coco_gt=config.coco_gt)
+    return open_detector(path, imgsz=config.imgsz, conf=config.conf, device=device, coco_gt=config.coco_gt, warm_up=False)
 
 
 def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRefiner:
