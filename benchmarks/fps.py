@@ -19,22 +19,14 @@ from typing import Any
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS
 from pipeline.detectors import Detector, open_detector
-from pipeline.onnx_export import ENGINES_DIR
+from pipeline.defaults import DefaultModelError, default_detector, default_refiner
 from pipeline.run import RunConfig, run
 from pipeline.sources import open_source
 
-DEFAULT_DETECTOR = ENGINES_DIR / "demo-detector-yolov8n.pt"
-
-
-def newest_refiner(engines_dir: Path = ENGINES_DIR) -> Path | None:
-    candidates = sorted(Path(engines_dir).glob("refiner-*.safetensors"), key=lambda path: path.stat().st_mtime)
-    return candidates[-1] if candidates else None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="video file, image folder or stream")
-    parser.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="YOLO model or detections file")
-    parser.add_argument("--refiner", type=Path, default=None, help="default: the newest engines/refiner-*.safetensors")
+    parser.add_argument("--detector", type=Path, default=None, help="YOLO model or detections file (default: the app's, models/)")
+    parser.add_argument("--refiner", type=Path, default=None, help="default: the app's, engines/refiner-person-*.safetensors")
     parser.add_argument("--backend", choices=KINDS, default="auto")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--frames", type=int, default=None, help="stop after N frames (default: the whole source)")
@@ -44,9 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     env = environment(args.argv)
-    refiner = args.refiner or newest_refiner()
-    if refiner is None:
-        raise SystemExit("no refiner: pass --refiner or put a refiner-*.safetensors in engines/")
+    try:  # the app's defaults, so the benchmark measures what `python -m pipeline` runs
+        refiner = args.refiner or default_refiner()
+        args.detector = args.detector or default_detector()
+    except DefaultModelError as error:
+        raise SystemExit(str(error)) from None
     if not Path(args.detector).is_file():
         raise SystemExit(f"detector {args.detector} does not exist; pass --detector")
     detector = open_detector(args.detector, device=args.device)

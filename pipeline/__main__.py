@@ -17,7 +17,8 @@ from pipeline.backends.base import BackendError
 from pipeline.class_mapping import ClassMappingError
 from pipeline.detectors import DetectorError
 from pipeline.refine import POLICIES
-from pipeline.run import BACKENDS, DEVICES, RunConfig, UsageError, run
+from pipeline.report import format_run_summary
+from pipeline.run import BACKENDS, DETECTIONS_FILE, DEVICES, SUMMARY_FILE, VIDEO_FILE, RunConfig, UsageError, run
 from pipeline.sources import SourceError
 from pipeline.spec import SpecError
 
@@ -39,25 +40,43 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detect objects and refine their boxes on a video, camera, stream or image folder.",
         epilog="exit codes: 0 done, 1 failed while running, 2 bad arguments or inputs, 130 Ctrl+C, 143 SIGTERM",
     )
-    parser.add_argument("--source", required=True, help="video file, camera index (0), rtsp/http URL, image folder, or 'demo'")
     parser.add_argument(
-        "--detector", type=Path, help="YOLO model (.pt/.onnx/.engine) or saved detections (COCO results .json, MOT det.txt)"
+        "--source", required=True,
+        help="video file, camera index (0), rtsp/http URL, image folder; 'demo' (the bundled real clip, contact sheet) "
+        "or 'synthetic' (generated clip scored against exact ground truth) (required, no default)",
     )
-    parser.add_argument("--refiner", type=Path, help="refiner model (.safetensors, .onnx or .engine)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="refiner runtime (default: auto)")
-    parser.add_argument("--device", choices=DEVICES, help="default: cuda when available, else cpu")
+    parser.add_argument(
+        "--detector", type=Path,
+        help="YOLO model (.pt/.onnx/.engine) or saved detections (COCO results .json, MOT det.txt) "
+        "(default: the committed COCO YOLOv8n, models/yolov8n-coco.pt)",
+    )
+    parser.add_argument(
+        "--refiner", type=Path,
+        help="refiner model, .safetensors, .onnx or .engine (default: the committed engines/refiner-person-*.safetensors)",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="auto",
+        help="refiner runtime (default: auto = TensorRT with an engine and a GPU, else ONNX Runtime, else torch)",
+    )
+    parser.add_argument("--device", choices=DEVICES, help="where models run (default: cuda when available, else cpu)")
     parser.add_argument("--output", type=Path, help="new or empty folder for the results (default: runs/<timestamp>/)")
-    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
-    parser.add_argument("--no-refine", action="store_true", help="detector boxes only (a baseline run)")
-    parser.add_argument("--min-size", type=float, default=0.0, help="refine only boxes at least this many pixels wide and high")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames (default: the whole source; demo: 300)")
+    parser.add_argument("--no-refine", action="store_true", help="detector boxes only, a baseline run (default: off)")
+    parser.add_argument(
+        "--min-size", type=float, default=0.0, help="refine only boxes at least this many pixels wide and high (default: 0)"
+    )
     parser.add_argument(
         "--policy",
         choices=POLICIES,
         help="replace: always use refined boxes; gate: only where the predicted IoU improves; blend: mix the two boxes "
-        "by the predicted gain (default: the refiner's, see README)",
+        "by the predicted gain (default: blend for refiners that predict IoU, else replace)",
     )
-    parser.add_argument("--flip-tta", action="store_true", help="also refine the mirrored crop and average (2x refiner work)")
-    parser.add_argument("--iterations", type=int, default=1, help="refine the refined box again, this many passes in all")
+    parser.add_argument(
+        "--flip-tta", action="store_true", help="also refine the mirrored crop and average, 2x refiner work (default: off)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=1, help="refine the refined box again, this many passes in all (default: 1)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="CPU crop threads (default: 2)")
     parser.add_argument(
         "--gpu-crops",
@@ -65,17 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="crop on the device with torch (default: on with CUDA when the backend takes device tensors)",
     )
-    parser.add_argument("--imgsz", type=int, help="detector input size (default: 640; demo: 320)")
-    parser.add_argument("--conf", type=float, help="detector confidence threshold (default: 0.25; demo: 0.1)")
+    parser.add_argument("--imgsz", type=int, help="detector input size in pixels (default: 640; synthetic demo: 320)")
+    parser.add_argument("--conf", type=float, help="detector confidence threshold (default: 0.25; synthetic demo: 0.1)")
     parser.add_argument(
-        "--coco-gt", type=Path, help="COCO ground truth json: class names and image ids for a COCO results --detector"
+        "--coco-gt", type=Path,
+        help="COCO ground truth json giving class names and image ids for a COCO results --detector (default: none)",
     )
     parser.add_argument("--queue-size", type=int, default=4, help="frames buffered between stages (default: 4)")
     parser.add_argument(
         "--min-free-mb", type=float, default=100.0, help="refuse to start with less free disk space for the outputs (default: 100)"
     )
-    parser.add_argument("--show", action="store_true", help="show annotated frames in a window (q stops)")
-    parser.add_argument("--debug", action="store_true", help="print tracebacks")
+    parser.add_argument("--show", action="store_true", help="show annotated frames in a window, q stops (default: off)")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors (default: off)")
     return parser
 
 
@@ -107,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.source == "demo":
+        if args.source in ("demo", "synthetic"):
             return _run_demo(args)
         report = run(config_from_args(args))
     except KeyboardInterrupt:  # Ctrl+C while models load, before the run's own handler is installed
@@ -115,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SIGINT
     except Exception as error:  # every failure becomes one line and an exit code
         return _fail(error, args.debug)
+    print(format_run_summary(report.summary), file=sys.stderr)
+    print(f"outputs: {report.output_dir}/ ({DETECTIONS_FILE}, {VIDEO_FILE}, {SUMMARY_FILE})", file=sys.stderr)
     if report.exit_code:
         if args.debug and report.failure is not None:
             traceback.print_exception(report.failure.error)
@@ -122,7 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for warning in report.summary.get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
-        print(f"{report.summary['frames']['processed']} frames written to {report.output_dir}", file=sys.stderr)
     return report.exit_code
 
 

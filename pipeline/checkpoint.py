@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from pipeline.model import RefinerNet
 from pipeline.spec import RefinerSpec, SpecError
+
+if TYPE_CHECKING:  # the network (timm, torchvision: seconds to import) is needed only to load weights
+    from pipeline.model import RefinerNet
 
 SPEC_KEY = "bbrefinement.spec"
 
@@ -62,6 +65,8 @@ def replace_spec(path: Path, spec: RefinerSpec) -> Path:
 
 def load_refiner(path: Path, device: str | torch.device = "cpu") -> RefinerNet:
     """Build the network its spec describes and load its weights, in eval mode."""
+    from pipeline.model import RefinerNet
+
     spec = read_spec(path)
     model = RefinerNet(spec)
     try:

@@ -60,9 +60,11 @@ class ClassMapping:
         refiner_ids = {canonical_name(name, aliases): index for index, name in enumerate(refiner_names)}
         table = np.array([refiner_ids.get(canonical_name(name, aliases), -1) for name in detector_names], dtype=np.int64)
         if not (table >= 0).any():
+            # COCO results files name classes by category id; only their ground truth has the names.
+            hint = "pass --coco-gt GT.json to name the category ids, " if all(name.isdigit() for name in detector_names) else ""
             raise ClassMappingError(
                 f"no detector class {list(detector_names)[:10]} matches a refiner class {list(refiner_names)[:10]}; "
-                "use a refiner trained on the detector's classes, or pass --no-refine"
+                f"{hint}use a refiner trained on the detector's classes, or pass --no-refine"
             )
         return cls(tuple(detector_names), tuple(refiner_names), table)
 

@@ -8,6 +8,8 @@ and let the refiner be measured on another detector's output.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -74,7 +76,9 @@ class Detector(Protocol):
 class UltralyticsDetector:
     """Any model Ultralytics' YOLO() loads (.pt, .onnx, .engine, ...), set up to never go online."""
 
-    def __init__(self, model_path: Path, imgsz: int = 640, conf: float = 0.25, device: str | None = None) -> None:
+    def __init__(
+        self, model_path: Path, imgsz: int = 640, conf: float = 0.25, device: str | None = None, warm_up: bool = True
+    ) -> None:
         from pipeline.ultralytics_offline import import_ultralytics
 
         model_path = Path(model_path)
@@ -82,17 +86,29 @@ class UltralyticsDetector:
             raise DetectorError(f"detector {model_path} does not exist; pass --detector with a YOLO model file")
         ultralytics = import_ultralytics()
         self._options = {"imgsz": imgsz, "conf": conf, "device": _ultralytics_device(device), "verbose": False}
-        try:
+        self._imgsz, self._device, self.description = imgsz, device, str(model_path)
+        with self._as_detector_error():
             self._model = ultralytics.YOLO(str(model_path), task="detect")
             names = self._model.names
-            # The first predict sets the model up (seconds): do it here, not as the first frame's latency.
-            self._model.predict(np.zeros((imgsz, imgsz, 3), np.uint8), **self._options)
+        self.class_names = tuple(names[i] for i in sorted(names))
+        if warm_up:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """The first predict sets the model up (7 s on a 2-core CPU): done before frames flow, not as the first
+        frame's latency; a run calls it after the class check, so a wrong detector fails fast."""
+        with self._as_detector_error():
+            self._model.predict(np.zeros((self._imgsz, self._imgsz, 3), np.uint8), **self._options)
+
+    @contextmanager
+    def _as_detector_error(self) -> Iterator[None]:
+        try:
+            yield
         except Exception as error:  # Ultralytics raises many types for an unreadable model or a bad device
             raise DetectorError(
-                f"Ultralytics cannot run {model_path} on device {device or 'auto'} ({error}); is it a YOLO detection model?"
+                f"Ultralytics cannot run {self.description} on device {self._device or 'auto'} ({error}); "
+                "is it a YOLO detection model?"
             ) from error
-        self.class_names = tuple(names[i] for i in sorted(names))
-        self.description = str(model_path)
 
     def detect(self, frame: Frame) -> Detections:
         boxes = self._model.predict(frame.image, **self._options)[0].boxes
@@ -102,15 +118,21 @@ class UltralyticsDetector:
 
 
 def open_detector(
-    path: Path, imgsz: int = 640, conf: float = 0.25, device: str | None = None, coco_gt: Path | None = None
+    path: Path,
+    imgsz: int = 640,
+    conf: float = 0.25,
+    device: str | None = None,
+    coco_gt: Path | None = None,
+    warm_up: bool = True,
 ) -> Detector:
-    """A detections file (.json COCO results, .txt MOT det.txt) is replayed; anything else goes to Ultralytics."""
+    """A detections file (.json COCO results, .txt MOT det.txt) is replayed; anything else goes to Ultralytics
+    (warm_up False: the caller calls `detector.warm_up()` when it is ready to wait for it)."""
     path = Path(path)
     if path.suffix.lower() in DETECTION_FILE_SUFFIXES:
         from pipeline.detection_files import open_detections_file
 
         return open_detections_file(path, coco_gt)
-    return UltralyticsDetector(path, imgsz=imgsz, conf=conf, device=device)
+    return UltralyticsDetector(path, imgsz=imgsz, conf=conf, device=device, warm_up=warm_up)
 
 
 def _ultralytics_device(device: str | None) -> str | None:

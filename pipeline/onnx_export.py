@@ -33,6 +33,7 @@ MAX_BATCH_KEY = "bbrefinement.max_batch"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENGINES_DIR = REPO_ROOT / "engines"
 ONNX_CACHE_DIR = ENGINES_DIR / "cache"
+CACHE_KEEP = 4  # ONNX exports kept in the cache (about 10 MB each for the committed refiners)
 
 
 class ArtifactError(BackendError):
@@ -163,12 +164,28 @@ def _sha256(path: Path, mtime_ns: int, size: int) -> str:
 
 
 def cached_onnx(checkpoint: Path, cache_dir: Path | None = None, max_batch: int = 32) -> Path:
-    """ONNX for a checkpoint, exported once per checkpoint content (keyed by its SHA-256; default engines/cache/)."""
+    """ONNX for a checkpoint, exported once per checkpoint content (keyed by its SHA-256; default engines/cache/).
+
+    Only the CACHE_KEEP most recently used exports are kept, so runs on many checkpoints (tests,
+    training experiments) do not pile up hundreds of MB unasked.
+    """
     spec = read_spec(checkpoint)  # a one-line CheckpointError before any hashing or exporting
-    path = Path(cache_dir or ONNX_CACHE_DIR) / file_sha256(checkpoint)[:16] / f"{spec.name}.onnx"
+    cache_dir = Path(cache_dir or ONNX_CACHE_DIR)
+    path = cache_dir / file_sha256(checkpoint)[:16] / f"{spec.name}.onnx"
     if not path.is_file():
         export_onnx(load_refiner(checkpoint), path, max_batch)
+    path.parent.touch()  # most recently used
+    prune_cache(cache_dir, CACHE_KEEP)
     return path
+
+
+def prune_cache(cache_dir: Path, keep: int) -> None:
+    """Delete all but the `keep` most recently used entries (folders) of an export cache."""
+    import shutil
+
+    entries = sorted((entry for entry in Path(cache_dir).iterdir() if entry.is_dir()), key=lambda entry: entry.stat().st_mtime)
+    for entry in entries[: max(len(entries) - keep, 0)]:
+        shutil.rmtree(entry, ignore_errors=True)  # another process may be pruning too
 
 
 def sidecar_path(artifact: Path) -> Path:

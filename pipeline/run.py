@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.backends import KINDS as BACKENDS
-from pipeline.class_mapping import ClassMapping
+from pipeline.backends.base import BackendError
+from pipeline.class_mapping import ClassMappingError
+from pipeline.defaults import default_detector, default_refiner, resolve_device
 from pipeline.detectors import Detector, open_detector
-from pipeline.refine import POLICIES, FrameRefiner, FrameResult, Policy, RefinedDetections, RefineStatus, takes_device_tensors
+from pipeline.refine import POLICIES, FrameRefiner, FrameResult, Policy, RefinedDetections, RefineStatus
+from pipeline.report import ChangeStats
 from pipeline.sinks import AnnotatedVideoSink, JsonlSink, ProgressSink, Sink, WindowSink, display_available, write_summary
 from pipeline.sources import Frame, FrameSource, open_source
 from pipeline.stages import Stage, StageFailure, StagePipeline
@@ -96,12 +99,14 @@ def run(config: RunConfig, detector: Detector | None = None, source: FrameSource
     """Run the pipeline; `detector` and `source` override config.detector and config.source (tests, the demo)."""
     source = source or open_source(config.source)  # first: a wrong source is the likeliest mistake
     if config.refine and config.refiner is None:
-        raise UsageError("no refiner given; pass --refiner MODEL (.safetensors, .onnx or .engine) or --no-refine")
+        default_refiner()  # a missing default is reported before any output is created
     output_dir = choose_output_dir(config.output)
     check_writable(output_dir, config.min_free_mb)
     device = resolve_device(config.device)
     detector = detector or _open_detector(config, device)
-    refiner = _open_refiner(config, detector, device) if config.refine else None
+    refiner = _open_refiner(config, detector, device) if config.refine else None  # checks classes before loading
+    if hasattr(detector, "warm_up"):
+        detector.warm_up()  # seconds: after every check that can fail fast
     setup = {
         "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "source": {"description": source.description, "live": source.live, "fps": source.fps, "frame_count": source.frame_count},
@@ -116,13 +121,15 @@ def run(config: RunConfig, detector: Detector | None = None, source: FrameSource
     output_dir.mkdir(parents=True, exist_ok=True)
     sinks: list[Sink] = [JsonlSink(output_dir / DETECTIONS_FILE), AnnotatedVideoSink(output_dir / VIDEO_FILE, source.fps)]
     counts: Counter = Counter()
+    changes = ChangeStats()
     pipeline = StagePipeline(
-        islice(source, config.max_frames), _stages(detector, refiner, sinks, counts), config.queue_size, live=source.live
+        islice(source, config.max_frames), _stages(detector, refiner, sinks, counts, changes), config.queue_size, live=source.live
     )
     sinks.extend(_optional_sinks(config, source, pipeline))
     started = time.perf_counter()
     signals = _run_until_done(pipeline, source)
     summary = {**setup, **_results(pipeline, signals, time.perf_counter() - started, counts)}
+    summary["refinement_change"] = changes.summary()
     summary["source"].update(source.health())
     summary["frames"]["lost"] = source.frames_lost
     if source.ended_early:
@@ -170,40 +177,23 @@ def check_writable(output_dir: Path, min_free_mb: float) -> None:
         )
 
 
-def resolve_device(device: str | None) -> str:
-    if device is not None:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _open_detector(config: RunConfig, device: str) -> Detector:
-    if config.detector is None:
-        raise UsageError("no detector given; pass --detector with a YOLO model or a detections file")
-    return open_detector(config.detector, imgsz=config.imgsz, conf=config.conf, device=device, coco_gt=config.coco_gt)
+    path = config.detector or default_detector()
+    return open_detector(path, imgsz=config.imgsz, conf=config.conf, device=device, coco_gt=config.coco_gt, warm_up=False)
 
 
 def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRefiner:
-    from pipeline.backends import open_backend
-    from pipeline.crop_ring import CropperRing
+    from pipeline.api import build_frame_refiner
 
-    backend = open_backend(config.backend, Path(config.refiner), device, max_batch=config.max_batch)
-    mapping = ClassMapping.by_name(detector.class_names, backend.spec.class_names)
-    # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
-    use_gpu_crops = config.gpu_crops if config.gpu_crops is not None else device == "cuda" and takes_device_tensors(backend)
-    if use_gpu_crops:
-        from pipeline.gpu_crops import GpuCropper
-
-        cropper = GpuCropper(backend.spec.input_size, getattr(backend, "device", device))
-    else:
-        cropper = CropperRing(backend.spec.input_size, config.workers, config.queue_size)
     try:
-        return FrameRefiner(
-            backend, mapping, cropper, min_size=config.min_size, policy=config.policy,
-            flip_tta=config.flip_tta, iterations=config.iterations,
+        return build_frame_refiner(
+            config.refiner or default_refiner(), detector.class_names, backend=config.backend, device=device,
+            max_batch=config.max_batch, min_size=config.min_size, policy=config.policy, flip_tta=config.flip_tta,
+            iterations=config.iterations, workers=config.workers, queue_size=config.queue_size, gpu_crops=config.gpu_crops,
         )
     except ValueError as error:  # e.g. --policy gate with a refiner that does not predict IoU
+        if isinstance(error, ClassMappingError | BackendError):
+            raise
         raise UsageError(str(error)) from error
 
 
@@ -222,11 +212,14 @@ def _optional_sinks(config: RunConfig, source: FrameSource, pipeline: StagePipel
     return sinks
 
 
-def _stages(detector: Detector, refiner: FrameRefiner | None, sinks: list[Sink], counts: Counter) -> list[Stage]:
+def _stages(
+    detector: Detector, refiner: FrameRefiner | None, sinks: list[Sink], counts: Counter, changes: ChangeStats
+) -> list[Stage]:
     def write(result: FrameResult) -> None:
         for sink in sinks:
             sink.write(result)
         counts.update(str(status) for status in result.objects.status)
+        changes.add(result.objects)
 
     if refiner is None:
 
@@ -303,7 +296,7 @@ def _refiner_summary(config: RunConfig, refiner: FrameRefiner | None, device: st
     if refiner is None:
         return None
     return {
-        "path": str(config.refiner),
+        "path": str(config.refiner or default_refiner()),
         "backend": refiner.backend.name,
         "device": device,
         "spec": asdict(refiner.spec),

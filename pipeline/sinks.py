@@ -72,14 +72,31 @@ class JsonlSink:
 
 
 def draw_result(image: np.ndarray, result: FrameResult) -> np.ndarray:
-    """A copy of the frame with detector boxes in orange and refined boxes in green."""
+    """A copy of the frame with detector boxes (orange, labelled class and score), refined boxes (green) and a legend."""
     canvas = image.copy()
     thickness = max(1, round(max(canvas.shape[:2]) / 640))
     objects = result.objects
-    for box, refined, status in zip(objects.detections.boxes, objects.refined_boxes, objects.status, strict=True):
+    detections = objects.detections
+    for index, (box, refined, status) in enumerate(zip(detections.boxes, objects.refined_boxes, objects.status, strict=True)):
         _rectangle(canvas, box, DETECTOR_COLOUR, thickness)
         if status == RefineStatus.REFINED:
             _rectangle(canvas, refined, REFINED_COLOUR, thickness)
+        if _has_room_for_text(canvas):
+            name = detections.class_names[detections.class_ids[index]]
+            _box_label(canvas, box, f"{name} {detections.scores[index]:.2f}")
+    if _has_room_for_text(canvas):
+        draw_legend(canvas)
+    return canvas
+
+
+def draw_legend(canvas: np.ndarray, origin: tuple[int, int] = (8, 8)) -> np.ndarray:
+    """Two swatches in the top-left corner: which colour is the detector's box and which the refined box."""
+    x, y = origin
+    cv2.rectangle(canvas, (x, y), (x + 178, y + 40), (0, 0, 0), -1)
+    for row, (colour, text) in enumerate(((DETECTOR_COLOUR, "detector box"), (REFINED_COLOUR, "refined box"))):
+        top = y + 6 + row * 17
+        cv2.rectangle(canvas, (x + 6, top), (x + 26, top + 11), colour, -1)
+        cv2.putText(canvas, text, (x + 34, top + 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return canvas
 
 
@@ -171,6 +188,22 @@ def write_summary(path: Path, summary: dict) -> Path:
 
 def _box(box: np.ndarray) -> list[float]:
     return [round(float(v), 2) if math.isfinite(v) else None for v in box]
+
+
+def _has_room_for_text(canvas: np.ndarray) -> bool:
+    """Labels and the legend would hide a thumbnail-sized frame; they are drawn from 320 x 180 up."""
+    return canvas.shape[1] >= 320 and canvas.shape[0] >= 180
+
+
+def _box_label(canvas: np.ndarray, box: np.ndarray, text: str) -> None:
+    """Class and score on a filled tag above the box's top-left corner (inside the frame)."""
+    if not np.isfinite(box).all():
+        return
+    (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    x = int(np.clip(box[0], 0, max(canvas.shape[1] - width - 4, 0)))
+    y = int(np.clip(box[1], height + 4, canvas.shape[0]))
+    cv2.rectangle(canvas, (x, y - height - 4), (x + width + 4, y), DETECTOR_COLOUR, -1)
+    cv2.putText(canvas, text, (x + 2, y - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def _rectangle(canvas: np.ndarray, box: np.ndarray, colour: tuple[int, int, int], thickness: int) -> None:

@@ -84,6 +84,17 @@ class Reconnect:
         return [min(self.first_delay * 2**attempt, self.max_delay) for attempt in range(self.tries)]
 
 
+def quiet_capture(target: str | int) -> cv2.VideoCapture:
+    """cv2.VideoCapture without OpenCV's log lines: a missing camera prints a dozen backend warnings and
+    exception dumps that would bury our one-line error (stream failures are reported by the caller)."""
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(target)
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
 class CaptureSource(FrameSource):
     """Anything cv2.VideoCapture opens: a video file, a camera index or a stream URL."""
 
@@ -97,7 +108,7 @@ class CaptureSource(FrameSource):
         self._target = target
         self.live = live
         self.reconnect = reconnect or Reconnect()
-        opener = opener or cv2.VideoCapture
+        opener = opener or quiet_capture
         self._opener = opener
         self._interrupted = threading.Event()
         self.description = f"camera {target}" if isinstance(target, int) else str(target)

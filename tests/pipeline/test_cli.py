@@ -53,12 +53,19 @@ def write_mot_detections(path: Path, frames: int) -> Path:
     return path
 
 
+def write_coco_results(path: Path) -> Path:
+    """A COCO results file: boxes by image id and category id, no names without the ground truth."""
+    path.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [10, 8, 30, 40], "score": 0.9}]))
+    return path
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("inputs")
     return {
         "clip": write_clip(folder / "clip.mp4", 12),
         "detections": write_mot_detections(folder / "det.txt", 12),
+        "coco_results": write_coco_results(folder / "results.json"),
         "refiner": tiny_refiner(folder / "refiner.safetensors"),
         "disc_refiner": tiny_refiner(folder / "disc.safetensors", ("disc",)),
         "plain_refiner": tiny_refiner(folder / "plain.safetensors", predicts_iou=False),
@@ -107,7 +114,9 @@ def test_clip_run_writes_jsonl_video_and_summary(inputs, tmp_path, capsys):
     assert refiner["backend"] == "torch" and refiner["device"] == "cpu" and refiner["policy"] == "blend"
     assert refiner["spec"]["class_names"] == ["person", "disc"] and refiner["class_mapping"] == {"pedestrian": "person"}
     assert summary["objects"]["small"] == 12 and summary["fps"] > 0
-    assert "12 frames written" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "12 frames in" in err and "FPS" in err and "end_to_end" in err and "12 small" in err
+    assert f"outputs: {tmp_path / 'run'}/" in err
 
 
 def test_max_frames_no_refine_and_policy(inputs, tmp_path):
@@ -135,7 +144,7 @@ def test_show_without_a_display_warns_and_runs_on(inputs, tmp_path, monkeypatch,
     "arguments, message",
     [
         (["--source", "missing.mp4", "--no-refine", "--detector", "x.pt"], "is not a video file"),
-        (["--source", "{clip}", "--detector", "{detections}"], "no refiner given"),
+        (["--source", "{clip}", "--detector", "{coco_results}", "--refiner", "{refiner}", "--backend", "torch"], "pass --coco-gt"),
         (["--source", "missing.mp4", "--detector", "{detections}"], "is not a video file"),  # the source is checked first
         (["--source", "{clip}", "--detector", "nothing.txt", "--no-refine"], "detections file nothing.txt does not exist"),
         (["--source", "{clip}", "--detector", "{detections}", "--refiner", "missing.safetensors"], "does not exist"),
@@ -204,7 +213,8 @@ def test_failure_while_running_exits_1_with_summary_and_debug_traceback(inputs, 
     ]
     assert main(arguments) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: read stage failed: cannot decode image")
+    assert err[-1].startswith("error: read stage failed: cannot decode image")  # last, after FPS and latency
+    assert [line for line in err if line.startswith("error")] == err[-1:] and "FPS" in err[0]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "cannot decode image" in summary["error"] and summary["unfinished_stages"] == []
 
@@ -216,7 +226,8 @@ def test_demo_source_calls_the_demo_hook(monkeypatch):
     calls = []
     monkeypatch.setitem(sys.modules, "pipeline.demo", types.SimpleNamespace(run_demo=lambda args: calls.append(args) or 0))
     assert main(["--source", "demo", "--max-frames", "3"]) == 0
-    assert calls[0].source == "demo" and calls[0].max_frames == 3
+    assert main(["--source", "synthetic"]) == 0
+    assert calls[0].source == "demo" and calls[0].max_frames == 3 and calls[1].source == "synthetic"
 
 
 def long_run_arguments(tmp_path: Path, inputs: dict[str, Path]) -> list[str]:
@@ -273,3 +284,19 @@ def test_sigterm_stops_every_stage_and_exits_143(tmp_path, inputs):
     assert_interrupted_run(tmp_path / "run", signal.SIGTERM, signalled[0])
     assert [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)] == []
     assert signal.getsignal(signal.SIGTERM) is handler_before  # the run's handler is removed again
+
+
+def test_a_missing_camera_is_one_line_not_opencvs_warnings(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--source", "7", "--output", str(tmp_path / "run")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: cannot open camera 7; check the camera is connected and not used by another program"]
+
+
+def test_every_option_in_help_says_its_default():
+    from pipeline.__main__ import build_parser
+
+    for action in build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert "default" in (action.help or "") and len(action.help) > 20, action.option_strings

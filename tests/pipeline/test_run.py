@@ -150,3 +150,33 @@ def test_soak_thousands_of_frames_keep_memory_flat(tmp_path, live):
     # After warm-up (models loaded, buffers allocated), memory stays flat however many frames pass.
     settled = source.rss_mb[2:]
     assert max(settled) - settled[0] < 40, f"RSS grew from {settled[0]:.0f} to {max(settled):.0f} MB"
+
+
+class SlowToWarmDetector:
+    """A detector whose warm-up (seconds for a real model) must wait until the class check has passed."""
+
+    def __init__(self, class_names: tuple[str, ...]) -> None:
+        self.class_names = class_names
+        self.warmed = False
+
+    def warm_up(self) -> None:
+        self.warmed = True
+
+    def detect(self, frame: Frame):
+        from pipeline.detectors import Detections
+
+        return Detections.empty(self.class_names)
+
+
+def test_the_detector_warms_up_only_after_the_class_check(tmp_path):
+    from pipeline.class_mapping import ClassMappingError
+
+    clip = write_clip(tmp_path / "clip.mp4", 2)
+    refiner = tiny_refiner(tmp_path / "refiner.safetensors")
+    wrong = SlowToWarmDetector(("cat", "dog"))
+    config = RunConfig(source=str(clip), refiner=refiner, backend="torch", device="cpu", output=tmp_path / "run")
+    with pytest.raises(ClassMappingError):
+        run(config, detector=wrong)
+    assert not wrong.warmed and not (tmp_path / "run").exists()
+    right = SlowToWarmDetector(("person",))
+    assert run(config, detector=right).exit_code == 0 and right.warmed

@@ -76,6 +76,19 @@ def test_drawing_uses_one_colour_per_box_kind():
     assert (result().frame.image == 30).all()  # the frame itself is not drawn on
 
 
+def test_frames_with_room_get_a_legend_and_class_score_labels():
+    plain = result(size=(360, 640))
+    canvas = draw_result(plain.frame.image, plain)
+    assert tuple(canvas[20, 20]) == DETECTOR_COLOUR and tuple(canvas[37, 20]) == REFINED_COLOUR  # legend swatches
+    assert (canvas[10:48, 8:186] == 0).any() and (canvas[10:48, 8:186] == 255).any()  # black panel, white words
+    # A label: a filled orange tag above the box's top-left corner, with dark text on it ("car 0.40").
+    detections = Detections([[300, 100, 400, 200]], [0.4], [1], NAMES)
+    car = FrameResult(plain.frame, RefinedDetections.untouched(detections, RefineStatus.UNMAPPED))
+    tag = draw_result(car.frame.image, car)[88:99, 302:340].reshape(-1, 3)
+    assert (tag == DETECTOR_COLOUR).all(axis=1).mean() > 0.3 and (tag < 60).all(axis=1).any()
+    assert tuple(draw_result(result().frame.image, result())[25, 25]) == (30, 30, 30)  # a thumbnail gets no legend
+
+
 def test_annotated_video_has_every_frame(tmp_path):
     sink = AnnotatedVideoSink(tmp_path / "annotated.mp4", fps=None)
     for index in range(5):

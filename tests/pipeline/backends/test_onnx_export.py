@@ -19,6 +19,7 @@ from pipeline.checkpoint import SPEC_KEY
 from pipeline.onnx_export import (
     ArtifactError,
     cached_onnx,
+    prune_cache,
     export_onnx,
     read_onnx_spec,
     read_sidecar,
@@ -123,3 +124,14 @@ def test_checkpoint_is_exported_once_per_content(small_model, small_checkpoint, 
     assert cached_onnx(small_checkpoint, tmp_path / "cache") == first
     assert os.stat(first).st_mtime_ns == stamp
     assert first.name == f"{small_model.spec.name}.onnx" and read_onnx_spec(first) == small_model.spec
+
+
+def test_the_export_cache_keeps_only_the_most_recently_used_entries(tmp_path):
+    cache = tmp_path / "cache"
+    for age, name in enumerate(["newest", "second", "third", "oldest"]):
+        entry = cache / name
+        entry.mkdir(parents=True)
+        (entry / "model.onnx").write_bytes(b"x")
+        os.utime(entry, (1_000_000 - age * 100, 1_000_000 - age * 100))
+    prune_cache(cache, 2)
+    assert sorted(entry.name for entry in cache.iterdir()) == ["newest", "second"]
