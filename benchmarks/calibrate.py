@@ -13,6 +13,7 @@ predicted input IoU, the real IoU of the detector's box.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,10 @@ from benchmarks.mixing import refine_all
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.checkpoint import replace_spec
 from pipeline.evaluation import coco_ap
-from pipeline.refine import Calibration
+from pipeline.refine import Calibration, refined_weight
 
-DEFAULT_TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
+DEFAULT_TEMPERATURES = (0.01, 0.02, 0.05, 0.1)
+DEFAULT_MARGINS = (0.0, 0.02, 0.05, 0.1, 1.0)  # 1.0: no predicted gain clears it, every box stays
 DEFAULT_POWERS = (0.0, 0.5, 1.0, 2.0, 3.0)
 GAIN_BINS = (-1.0, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 1.0)
 IOU_BINS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -34,6 +36,7 @@ IOU_BINS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("--temperatures", type=float, nargs="+", default=DEFAULT_TEMPERATURES, help="blend temperatures to try")
+    parser.add_argument("--margins", type=float, nargs="+", default=DEFAULT_MARGINS, help="gain margins to try")
     parser.add_argument("--powers", type=float, nargs="+", default=DEFAULT_POWERS, help="score powers to try (0: detector's scores)")
     parser.add_argument("--write", action="store_true", help="store the best setting in the refiner file (training split only)")
 
@@ -50,32 +53,35 @@ def main(args: argparse.Namespace) -> None:
         boxes = refine_all(ground_truth, args.images, image_ids, detector, backend, flip_tta=False)
     finally:
         backend.close()
-    grid = {(t, p): coco_ap(ground_truth, outputs(boxes, t, p), image_ids)["AP"] for t in args.temperatures for p in args.powers}
-    baseline = coco_ap(ground_truth, outputs(boxes, None, 0.0), image_ids)["AP"]
-    (temperature, power), best = max(grid.items(), key=lambda item: (item[1], -item[0][1]))
+    settings = [Calibration(t, m, p) for t in args.temperatures for m in args.margins for p in args.powers]
+    grid = {setting: coco_ap(ground_truth, outputs(boxes, setting), image_ids)["AP"] for setting in settings}
+    baseline = coco_ap(ground_truth, outputs(boxes, Calibration(gain_margin=1.0)), image_ids)["AP"]
+    # Ties go to the setting that changes least: larger margin, smaller power.
+    chosen, best = max(grid.items(), key=lambda item: (round(item[1], 5), item[0].gain_margin, -item[0].score_power))
     results: dict[str, Any] = {
         "images": len(image_ids), "split": args.split, "input": describe_input(args), "refiner": str(args.refiner),
         "boxes": len(boxes["scores"]), "baseline_ap": baseline,
-        "grid": [{"temperature": t, "power": p, "ap": ap} for (t, p), ap in grid.items()],
-        "best": {"temperature": temperature, "power": power, "ap": best},
+        "grid": [{**setting.__dict__, "ap": ap} for setting, ap in grid.items()],
+        "best": {**chosen.__dict__, "ap": best},
         "current": Calibration.of(spec).__dict__,
+        "current_ap": coco_ap(ground_truth, outputs(boxes, Calibration.of(spec)), image_ids)["AP"],
         "reliability": reliability(boxes),
     }
     if args.write:
-        calibration = Calibration(temperature, power, f"{describe_input(args)} on {args.annotations.name}, {args.split} split, "
-                                                      f"{len(image_ids)} images")
+        calibration = replace(chosen, fitted_on=f"{describe_input(args)} on {args.annotations.name}, {args.split} split, "
+                                                f"{len(image_ids)} images")
         replace_spec(args.refiner, spec.__class__(**{**spec.__dict__, "extra": {**spec.extra, **calibration.as_extra()}}))
         results["written"] = calibration.__dict__
     write_report(args.out, f"Calibration on real boxes: {describe_input(args)}", env, results, calibration_markdown(results))
 
 
-def outputs(boxes: dict[str, np.ndarray], temperature: float | None, power: float) -> list[dict]:
-    """COCO results the pipeline would write: blend at `temperature` (None: the detector's boxes), scores x fit ** power."""
+def outputs(boxes: dict[str, np.ndarray], calibration: Calibration) -> list[dict]:
+    """COCO results the pipeline would write with the blend policy under this calibration."""
     predicted = boxes["predicted"]
-    weight = np.zeros(len(predicted)) if temperature is None else 1.0 / (1.0 + np.exp(-(predicted[:, 1] - predicted[:, 0]) / temperature))
+    weight = refined_weight(np.concatenate([boxes["refined"], predicted], axis=1), "blend", calibration)
     mixed = boxes["input"] + weight[:, None] * (boxes["refined"] - boxes["input"])
     fit = np.clip(predicted[:, 0] + weight * (predicted[:, 1] - predicted[:, 0]), 1e-6, 1.0)
-    scores = boxes["scores"] * fit**power
+    scores = boxes["scores"] * fit**calibration.score_power
     entries: list[dict] = []
     for image_id in np.unique(boxes["image_id"]):
         rows = boxes["image_id"] == image_id
@@ -102,10 +108,10 @@ def reliability(boxes: dict[str, np.ndarray]) -> dict[str, list[dict]]:
 
 
 def calibration_markdown(results: dict[str, Any]) -> str:
-    temperatures = sorted({row["temperature"] for row in results["grid"]})
-    powers = sorted({row["power"] for row in results["grid"]})
-    ap = {(row["temperature"], row["power"]): row["ap"] for row in results["grid"]}
-    grid = [[f"T {t:g}", *(f"{100 * ap[(t, p)]:.1f}" for p in powers)] for t in temperatures]
+    powers = sorted({row["score_power"] for row in results["grid"]})
+    rows = sorted({(row["blend_temperature"], row["gain_margin"]) for row in results["grid"]})
+    ap = {(row["blend_temperature"], row["gain_margin"], row["score_power"]): row["ap"] for row in results["grid"]}
+    grid = [[f"T {t:g}, margin {m:g}", *(f"{100 * ap[(t, m, p)]:.1f}" for p in powers)] for t, m in rows]
     best = results["best"]
     gain = [[f"{row['bin'][0]:+.2f} .. {row['bin'][1]:+.2f}", row["boxes"], f"{row['predicted']:+.3f}", f"{row['real']:+.3f}",
              f"{100 * row['real_positive_share']:.0f}%"] for row in results["reliability"]["gain"]]
@@ -114,9 +120,11 @@ def calibration_markdown(results: dict[str, Any]) -> str:
     written = f"\n\nWritten to the refiner file: {results['written']}" if "written" in results else ""
     return (
         f"{results['images']} images ({results['split']} split), {results['boxes']} boxes, refiner `{results['refiner']}`. "
-        f"Detector's boxes and scores: AP {100 * results['baseline_ap']:.1f}. Best: blend temperature {best['temperature']:g}, "
-        f"score power {best['power']:g}, AP {100 * best['ap']:.1f} ({100 * (best['ap'] - results['baseline_ap']):+.1f}).{written}\n\n"
-        "AP % of the pipeline's output (blend policy) per blend temperature (rows) and score power (columns; 0 = detector's scores):\n\n"
+        f"Detector's boxes and scores: AP {100 * results['baseline_ap']:.1f}; with the model's current calibration "
+        f"{100 * results['current_ap']:.1f}. Best: blend temperature {best['blend_temperature']:g}, gain margin {best['gain_margin']:g}, "
+        f"score power {best['score_power']:g}, AP {100 * best['ap']:.1f} ({100 * (best['ap'] - results['baseline_ap']):+.1f}).{written}\n\n"
+        "AP % of the pipeline's output (blend policy) per blend temperature and gain margin (rows; margin 1 = boxes left alone) "
+        "and score power (columns; 0 = detector's scores):\n\n"
         + markdown_table(["", *(f"power {p:g}" for p in powers)], grid)
         + "\n\nReliability of the predicted gain (refined minus input IoU):\n\n"
         + markdown_table(["predicted gain", "boxes", "mean predicted", "mean real", "real gain > 0"], gain)

@@ -34,6 +34,7 @@ POLICIES: tuple[Policy, ...] = ("replace", "gate", "blend")
 # takes 73% of the refined box, -0.05 takes 27%, and a tie takes the mean of the two boxes.
 BLEND_TEMPERATURE = 0.05
 CALIBRATION_PREFIX = "calibration."
+NEGLIGIBLE_WEIGHT = 1e-6
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,16 @@ class Calibration:
     """How much to trust a refiner's predicted IoUs: fitted on training images with a real detector
     (`python -m benchmarks calibrate`) and stored in the model's spec, so it travels with the file.
 
-    blend_temperature: the blend policy's softness (see refined_weight).
+    blend_temperature, gain_margin: the blend policy takes sigmoid((predicted gain - margin) / T)
+    of the refined box; a margin asks for a clearer predicted gain before a box moves (a large one
+    leaves every box alone), the gate takes the refined box where the gain beats the margin.
     score_power: output score = detector score x (predicted IoU of the output box) ** power. The
     IoU head judges how well a box fits an object, which the detector's class score does not
     (IoU-Net's localisation confidence); 0 leaves the detector's scores alone.
     """
 
     blend_temperature: float = BLEND_TEMPERATURE
+    gain_margin: float = 0.0
     score_power: float = 0.0
     fitted_on: str = ""  # what it was fitted on, for the record
 
@@ -59,12 +63,11 @@ class Calibration:
     def of(cls, spec: RefinerSpec) -> Calibration:
         """The spec's calibration; defaults where the model was never calibrated."""
         values = {key[len(CALIBRATION_PREFIX):]: value for key, value in spec.extra.items() if key.startswith(CALIBRATION_PREFIX)}
-        return cls(float(values.get("blend_temperature", BLEND_TEMPERATURE)), float(values.get("score_power", 0.0)),
-                   values.get("fitted_on", ""))
+        return cls(float(values.get("blend_temperature", BLEND_TEMPERATURE)), float(values.get("gain_margin", 0.0)),
+                   float(values.get("score_power", 0.0)), values.get("fitted_on", ""))
 
     def as_extra(self) -> dict[str, str]:
-        return {f"{CALIBRATION_PREFIX}blend_temperature": f"{self.blend_temperature:g}",
-                f"{CALIBRATION_PREFIX}score_power": f"{self.score_power:g}", f"{CALIBRATION_PREFIX}fitted_on": self.fitted_on}
+        return {f"{CALIBRATION_PREFIX}{name}": value if isinstance(value, str) else f"{value:g}" for name, value in self.__dict__.items()}
 
 
 class RefineStatus(StrEnum):
@@ -88,13 +91,14 @@ def default_policy(spec: RefinerSpec) -> Policy:
     return "blend" if spec.predicts_iou else "replace"
 
 
-def refined_weight(outputs: np.ndarray, policy: Policy, temperature: float = BLEND_TEMPERATURE) -> np.ndarray:
+def refined_weight(outputs: np.ndarray, policy: Policy, calibration: Calibration = Calibration()) -> np.ndarray:
     """Per output, how much of the refined box to take: 0 keeps the input box, 1 takes the refined one.
 
     "replace": always 1 (the paper's behaviour). "gate": 1 only where the predicted IoU of the
     refined box (column 5) beats the predicted IoU of the input box (column 4), so the refiner
     cannot make a detection it believes to be worse. "blend": a soft gate, sigmoid of the predicted
-    gain over `temperature`, which averages the two boxes where the refiner is unsure.
+    gain over the calibration's temperature, which averages the two boxes where the refiner is unsure.
+    The calibration's margin is subtracted from the predicted gain first.
     """
     if policy == "replace":
         return np.ones(len(outputs))
@@ -102,10 +106,11 @@ def refined_weight(outputs: np.ndarray, policy: Policy, temperature: float = BLE
         raise ValueError(f"unknown refine policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if outputs.shape[1] < 6:
         raise ValueError(f"the {policy} policy needs a refiner that predicts IoU; use --policy replace")
-    gain = outputs[:, 5].astype(np.float64) - outputs[:, 4]
+    gain = outputs[:, 5].astype(np.float64) - outputs[:, 4] - calibration.gain_margin
     if policy == "gate":
         return (gain > 0).astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-gain / temperature))
+    weight = 1.0 / (1.0 + np.exp(-gain / calibration.blend_temperature))
+    return np.where(weight < NEGLIGIBLE_WEIGHT, 0.0, weight)  # a move below a millionth of the way is no move: status "gated"
 
 
 def accept_refined(outputs: np.ndarray, policy: Policy) -> np.ndarray:
@@ -279,7 +284,7 @@ class FrameRefiner:
     def _refine_once(self, job: RefineJob) -> RefinedDetections:
         count = len(job.detections)
         outputs = self._infer(job.crops, job.vectors)
-        weights = refined_weight(outputs, self.policy, self.calibration.blend_temperature)
+        weights = refined_weight(outputs, self.policy, self.calibration)
         accepted = weights > 0
         width, height = job.frame_size
         # A refined box is an object in this frame; the window may reach past the frame edge.

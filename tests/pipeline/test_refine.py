@@ -252,8 +252,8 @@ def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
 
     spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
     assert Calibration.of(spec) == Calibration()  # an uncalibrated model: default blend, detector's scores
-    calibrated = replace(spec, extra=Calibration(0.02, 2.0, "test").as_extra())
-    assert Calibration.of(RefinerSpec.from_json(calibrated.to_json())) == Calibration(0.02, 2.0, "test")
+    calibrated = replace(spec, extra=Calibration(0.02, 0.0, 2.0, "test").as_extra())
+    assert Calibration.of(RefinerSpec.from_json(calibrated.to_json())) == Calibration(0.02, 0.0, 2.0, "test")
     # Predicted IoU 0.5 for the input box and 0.7 for the refined one: blend weight sigmoid(0.2 / 0.02) ~ 1.
     outputs = FixedOutputs(calibrated, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
     detections = Detections([[10, 10, 60, 90]], [0.9], [0], DETECTOR_CLASSES)
@@ -267,4 +267,13 @@ def test_calibration_rejects_impossible_values():
     from pipeline.refine import Calibration
 
     with pytest.raises(ValueError, match="positive blend temperature"):
-        Calibration(0.0, 1.0)
+        Calibration(0.0, 0.0, 1.0)
+
+
+def test_a_gain_margin_leaves_boxes_alone_until_the_predicted_gain_clears_it():
+    from pipeline.refine import Calibration
+
+    outputs = np.array([[0.2, 0.2, 0.8, 0.8, 0.5, 0.53], [0.2, 0.2, 0.8, 0.8, 0.5, 0.7]])
+    np.testing.assert_array_equal(refined_weight(outputs, "gate", Calibration(gain_margin=0.05)), [0.0, 1.0])
+    blended = refined_weight(outputs, "blend", Calibration(blend_temperature=0.01, gain_margin=0.05))
+    assert blended[0] < 0.2 and blended[1] > 0.99
