@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "distortion": "refined IoU vs distortion of the mixture centre (paper figure 8)",
     "training": "training runs side by side at equal CPU time (backbones, crop sizes, settings)",
     "mixing": "AP for every way of mixing input and refined boxes, and the per-box oracle",
+    "train-speed": "training step cost per sample: input size, frozen stages, channels_last, batch",
     "calibrate": "fit blend temperature and IoU-aware scores on real detector boxes; reliability table",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
     "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",
@@ -23,12 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in SUBCOMMANDS.items():
-        module = importlib.import_module(f"benchmarks.{name}")
+        module = importlib.import_module(f"benchmarks.{name.replace('-', '_')}")
         module.add_arguments(commands.add_parser(name, help=help_text, description=module.__doc__))
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.argv = argv  # the report names the exact command
-    importlib.import_module(f"benchmarks.{args.command}").main(args)
+    importlib.import_module(f"benchmarks.{args.command.replace('-', '_')}").main(args)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="COCO-format annotations JSON; several data sets: one per set, in the order of --images")
     parser.add_argument("--images", type=Path, nargs="+", required=True, help="folder the file_name entries are relative to, one per --annotations")
     parser.add_argument("--detections", type=Path, nargs="+",
-                        help="a real detector's boxes on those images (COCO results, python -m train.detector_boxes), one per --annotations")
+                        help="a real detector's boxes on those images (COCO results, python -m train.detector_boxes), one per --annotations; - for none")
     parser.add_argument("--classes", nargs="+", help="train on these classes only, by name (default: every class of the first data set)")
     parser.add_argument("--real-box-share", type=float, default=0.0,
                         help="share of samples drawn from --detections instead of jittered truth (default: %(default)s)")
@@ -93,7 +93,7 @@ def build_spec(args: argparse.Namespace, class_names: tuple[str, ...]) -> Refine
 
 def load_datasets(args: argparse.Namespace, split: str) -> tuple[list[AnnotatedImage], tuple[str, ...]]:
     """Images of one split from every data set, with the classes of the first (or --classes)."""
-    detections = args.detections or [None] * len(args.annotations)
+    detections = [None if str(path) == "-" else path for path in args.detections or [None] * len(args.annotations)]
     if not len(args.annotations) == len(args.images) == len(detections):
         raise DatasetError("give one --images folder (and one --detections file, if any) per --annotations file")
     images, classes = [], tuple(args.classes) if args.classes else None
