@@ -1,4 +1,4 @@
-"""`python -m benchmarks latency|fps|accuracy ...`: one subcommand per module."""
+"""`python -m benchmarks latency|fps|streams|accuracy ...`: one subcommand per module."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "mixing": "AP for every way of mixing input and refined boxes, and the per-box oracle",
     "calibrate": "fit blend temperature and IoU-aware scores on real detector boxes; reliability table",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
+    "streams": "total and per-stream FPS, refiner batch size and calls/s for 1, 2, 4, 8 streams",
     "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",
 }
 

@@ -50,7 +50,6 @@ class RunConfig:
     """Everything a run needs; the CLI's flags map one to one onto these fields."""
 
     source: str
-    more_sources: tuple[str, ...] = ()  # the streams after the first: a run of many streams (pipeline.run_streams)
     detector: Path | None = None
     refiner: Path | None = None
     backend: str = "auto"
@@ -72,6 +71,7 @@ class RunConfig:
     max_batch: int = 32
     progress: bool = True
     min_free_mb: float = 100.0  # refuse to start with less free space than this where outputs go
+    more_sources: tuple[str, ...] = ()  # the streams after the first: a run of many streams (pipeline.run_streams)
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS  # many streams: a cycle closes this long after its first frame
 
     def __post_init__(self) -> None:

@@ -24,8 +24,8 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.defaults import default_refiner, resolve_device
-from pipeline.detectors import Detector
-from pipeline.refine import FrameRefiner, FrameResult, RefinedDetections, RefineStatus
+from pipeline.detectors import Detections, Detector
+from pipeline.refine import BatchJob, FrameRefiner, FrameResult, RefinedDetections, RefineStatus
 from pipeline.report import ChangeStats
 from pipeline.run import (
     DETECTIONS_FILE,
@@ -132,31 +132,39 @@ def run_streams(config: RunConfig, detector: Detector | None = None, sources: Se
 def _stages(
     detector: Detector, refiner: FrameRefiner | None, cycle_calls: CycleCalls, write: Callable[[Any], None]
 ) -> list[Stage]:
-    """Stages over cycles (lists of StreamFrames): detection per frame, then one refine call per cycle."""
+    """Stages over cycles (lists of StreamFrames): one detect call (where batched) and one refine call per cycle."""
     if refiner is None:
 
         def detect_only(cycle: list[StreamFrame]) -> list[tuple[StreamFrame, FrameResult]]:
             return [
-                (item, FrameResult(item.frame, RefinedDetections.untouched(detector.detect(item.frame), RefineStatus.DISABLED)))
-                for item in cycle
+                (item, FrameResult(item.frame, RefinedDetections.untouched(detections, RefineStatus.DISABLED)))
+                for item, detections in detect_cycle(detector, cycle)
             ]
 
         return [Stage("detect", detect_only), Stage("write", write)]
 
-    def crop(pairs: list[tuple[StreamFrame, Any]]) -> tuple[list[StreamFrame], Any]:
+    def crop(pairs: list[tuple[StreamFrame, Detections]]) -> tuple[list[StreamFrame], BatchJob]:
         return [item for item, _ in pairs], refiner.prepare_many([(item.frame, detections) for item, detections in pairs])
 
-    def refine(prepared: tuple[list[StreamFrame], Any]) -> list[tuple[StreamFrame, FrameResult]]:
+    def refine(prepared: tuple[list[StreamFrame], BatchJob]) -> list[tuple[StreamFrame, FrameResult]]:
         items, batch = prepared
         cycle_calls.add([len(job.vectors) for job in batch.jobs])
         return [(item, FrameResult(item.frame, objects)) for item, objects in zip(items, refiner.finish_many(batch), strict=True)]
 
     return [
-        Stage("detect", lambda cycle: [(item, detector.detect(item.frame)) for item in cycle]),
+        Stage("detect", lambda cycle: detect_cycle(detector, cycle)),
         Stage("crop", crop),
         Stage("refine", refine),
         Stage("write", write),
     ]
+
+
+def detect_cycle(detector: Detector, cycle: list[StreamFrame]) -> list[tuple[StreamFrame, Detections]]:
+    """A cycle's detections: one batched call where the detector has one (Ultralytics), else frame by frame."""
+    detect_many = getattr(detector, "detect_many", None)
+    if detect_many is None or len(cycle) == 1:
+        return [(item, detector.detect(item.frame)) for item in cycle]
+    return list(zip(cycle, detect_many([item.frame for item in cycle]), strict=True))
 
 
 def _progress(config: RunConfig, mux: StreamMux) -> list[Sink]:

@@ -16,7 +16,7 @@ from pipeline.crop_ring import CropperRing
 from pipeline.detectors import Detections
 from pipeline.run import RunConfig
 from pipeline.run_streams import run_streams
-from pipeline.sources import CaptureSource, Frame, FrameSource, SourceError
+from pipeline.sources import CaptureSource, Frame, FrameSource, SourceError, open_source
 from pipeline.streams import StreamMux
 from tests.pipeline.test_cli import tiny_refiner, write_clip, write_mot_detections
 from tests.pipeline.test_refine import backend, mixed_detections, refiner  # noqa: F401  (backend is a fixture)
@@ -186,3 +186,23 @@ def test_a_capture_source_file_reads_as_a_stream(inputs, tmp_path):
     report = run_streams(baseline(inputs, tmp_path / "run"), sources=sources)
     assert [s["frames"]["processed"] for s in report.summary["streams"]] == [12, 4]
     assert [s["frame_count"] for s in report.summary["streams"]] == [12, 4]
+
+
+def test_a_cycle_is_detected_in_one_batched_call_with_the_same_boxes_as_frame_by_frame():
+    from itertools import islice
+
+    from pipeline.detectors import open_detector
+    from pipeline.run_streams import detect_cycle
+    from pipeline.streams import StreamFrame
+
+    repo = Path(__file__).resolve().parents[2]
+    detector = open_detector(repo / "models" / "yolov8n-coco.pt", imgsz=320, device="cpu")
+    frames = list(islice(open_source(str(repo / "assets" / "one-by-one-person-detection.mp4")), 70, 73))
+    detector.detect = lambda frame: pytest.fail("a cycle must not be detected frame by frame")
+    batched = detect_cycle(detector, [StreamFrame(i, frame, 0.0) for i, frame in enumerate(frames)])
+    del detector.detect
+    assert [item.stream for item, _ in batched] == [0, 1, 2]
+    for frame, (_, detections) in zip(frames, batched, strict=True):
+        alone = detector.detect(frame)
+        assert len(alone) == len(detections) > 0
+        np.testing.assert_allclose(detections.boxes, alone.boxes, atol=0.5)
