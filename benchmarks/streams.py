@@ -45,10 +45,14 @@ class FromFrame(FrameSource):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help=f"video read by every stream (default: {DEFAULT_SOURCE})")
+    parser.add_argument(
+        "--source", type=Path, default=DEFAULT_SOURCE, help=f"video read by every stream (default: {DEFAULT_SOURCE})"
+    )
     parser.add_argument("--streams", default="1,2,4,8", help="stream counts to run, comma-separated (default: 1,2,4,8)")
     parser.add_argument("--max-frames", type=int, default=30, help="frames per stream (default: 30)")
-    parser.add_argument("--start", type=int, default=DEFAULT_START, help=f"first frame of every stream (default: {DEFAULT_START})")
+    parser.add_argument(
+        "--start", type=int, default=DEFAULT_START, help=f"first frame of every stream (default: {DEFAULT_START})"
+    )
     parser.add_argument("--detector", type=Path, default=None, help="default: the app's, models/")
     parser.add_argument("--refiner", type=Path, default=None, help="default: the app's, engines/refiner-person-*.safetensors")
     parser.add_argument("--backend", choices=KINDS, default="auto")
@@ -92,7 +96,8 @@ def main(args: argparse.Namespace) -> None:
                 raise SystemExit(f"the {count}-stream run did not complete: {summary['error']}")
             rows.append(stream_row(count, summary))
     results = {"source": str(args.source), "refiner": str(refiner), "detector": str(detector_path),
-               "frames_per_stream": args.max_frames, "start_frame": args.start, "batch_timeout_ms": args.batch_timeout_ms, "runs": rows}  # fmt: skip
+               "frames_per_stream": args.max_frames, "start_frame": args.start,
+               "batch_timeout_ms": args.batch_timeout_ms, "runs": rows}  # fmt: skip
     write_report(args.out, "Many streams, one engine: throughput by stream count", env, results, streams_markdown(results))
 
 
@@ -114,9 +119,16 @@ def stream_row(count: int, summary: dict[str, Any]) -> dict[str, Any]:
         "refiner_calls_per_s": calls["calls_per_s"],
         "refiner_mean_batch": calls["mean_batch_size"],
         "streams_per_call": calls["mean_streams_per_call"],
+        "detect_ms_per_frame": _per(summary["latency_ms"]["detect"]["p50_ms"], count),
+        "refine_ms_per_crop": _per(summary["latency_ms"].get("refine", {}).get("p50_ms"), calls["mean_batch_size"]),
         "stage_p50_ms": {stage: values["p50_ms"] for stage, values in summary["latency_ms"].items()},
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }
+
+
+def _per(total_ms: float | None, count: float | None) -> float | None:
+    """A cycle's p50 stage time shared out over its frames or crops."""
+    return round(total_ms / count, 2) if total_ms is not None and count else None
 
 
 def streams_markdown(results: dict[str, Any]) -> str:
@@ -127,7 +139,8 @@ def streams_markdown(results: dict[str, Any]) -> str:
             run["streams"], run["frames"], run["fps_total"],
             None if not base or not run["fps_total"] else round(run["fps_total"] / base, 2),
             run["fps_per_stream_mean"], run["fps_per_stream_min"], run["latency_p50_ms_mean"],
-            run["refiner_calls_per_s"], run["refiner_mean_batch"], run["streams_per_call"], run["load_average_1m_at_end"],
+            run["refiner_calls_per_s"], run["refiner_mean_batch"], run["streams_per_call"], run["detect_ms_per_frame"],
+            run["refine_ms_per_crop"], run["load_average_1m_at_end"],
         ]
         for run in runs
     ]  # fmt: skip
@@ -140,9 +153,13 @@ def streams_markdown(results: dict[str, Any]) -> str:
         f"refiner `{results['refiner']}`.\n\n"
         + markdown_table(
             ["streams", "frames", "total FPS", "x 1 stream", "FPS per stream (mean)", "FPS per stream (min)",
-             "latency p50 ms", "refiner calls/s", "crops per call", "streams per call", "load 1m at end"],
+             "latency p50 ms", "refiner calls/s", "crops per call", "streams per call", "detect ms/frame",
+             "refine ms/crop", "load 1m at end"],
             rows,
         )  # fmt: skip
+        + "\n\nDetect ms/frame and refine ms/crop: the stage's p50 per cycle over the frames or crops it held "
+        "(one batched call each). Latency: read by the stream's reader to written; file streams read ahead "
+        "into full queues, so it measures queueing, not a camera's delay."
         + "\n\nStage latency p50 per cycle (ms; a cycle holds one frame of every stream):\n\n"
         + markdown_table(["streams", *stage_names], stage_rows)
         + "\n"

@@ -21,8 +21,8 @@ from pipeline.report import format_run_summary
 from pipeline.run import BACKENDS, DETECTIONS_FILE, DEVICES, SUMMARY_FILE, VIDEO_FILE, RunConfig, UsageError, run
 from pipeline.run_streams import format_streams, video_name
 from pipeline.sources import SourceError
-from pipeline.streams import DEFAULT_BATCH_TIMEOUT_MS
 from pipeline.spec import SpecError
+from pipeline.streams import DEFAULT_BATCH_TIMEOUT_MS
 
 EXIT_USAGE, EXIT_FAILED, EXIT_SIGINT = 2, 1, 130
 INPUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sources", type=Path, metavar="FILE",
-        help="a text file of sources, one per line (blank lines and # comments skipped), added after any --source (default: none)",
+        help="a text file of sources, one per line (blank lines and # comments skipped), added after any --source "
+        "(default: none)",
     )
     parser.add_argument(
         "--batch-timeout-ms", type=float, default=DEFAULT_BATCH_TIMEOUT_MS,
@@ -147,7 +148,8 @@ def all_sources(args: argparse.Namespace) -> list[str]:
         try:
             lines = Path(args.sources).read_text(encoding="utf-8").splitlines()
         except OSError as error:
-            raise UsageError(f"cannot read --sources {args.sources} ({error.strerror}); pass a text file, one source per line") from None
+            message = f"cannot read --sources {args.sources} ({error.strerror}); pass a text file, one source per line"
+            raise UsageError(message) from None
         sources += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if not sources:
         raise UsageError("no source given; pass --source SRC (repeat it for many streams) or --sources FILE")

@@ -135,7 +135,8 @@ def test_a_live_stream_drops_its_oldest_frames_when_the_run_falls_behind():
 
 
 def test_finish_many_refines_every_frame_in_one_backend_call_as_one_frame_at_a_time_would(backend):  # noqa: F811
-    frames = [Frame(i, np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8), None, f"f#{i}") for i in range(5)]
+    images = [np.random.default_rng(i).integers(0, 256, (120, 160, 3), dtype=np.uint8) for i in range(5)]
+    frames = [Frame(i, image, None, f"f#{i}") for i, image in enumerate(images)]
     detections = mixed_detections()
     alone = refiner(backend)
     expected = [alone(frame, detections) for frame in frames]
@@ -164,8 +165,10 @@ def test_prepare_many_keeps_frames_without_detections_apart(backend):  # noqa: F
         (["--no-refine"], "error: no source given; pass --source SRC (repeat it for many streams) or --sources FILE"),
         (["--sources", "missing.txt"], "error: cannot read --sources missing.txt (No such file or directory); "
                                        "pass a text file, one source per line"),
-        (["--source", "demo", "--source", "x.mp4"], "error: the demo and synthetic sources run alone; pass one --source for them"),
-        (["--source", "a.mp4", "--source", "b.mp4", "--batch-timeout-ms", "-1"], "error: --batch-timeout-ms must be non-negative"),
+        (["--source", "demo", "--source", "x.mp4"],
+         "error: the demo and synthetic sources run alone; pass one --source for them"),
+        (["--source", "a.mp4", "--source", "b.mp4", "--batch-timeout-ms", "-1"],
+         "error: --batch-timeout-ms must be non-negative"),
     ],
 )
 def test_stream_arguments_fail_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
@@ -175,7 +178,8 @@ def test_stream_arguments_fail_with_one_line(argv, message, capsys, tmp_path, mo
 
 
 def test_a_single_source_keeps_the_single_stream_outputs(inputs, tmp_path):
-    code = main(["--source", str(inputs["a"]), "--detector", str(inputs["detections"]), "--no-refine", "--output", str(tmp_path / "run")])
+    arguments = ["--source", str(inputs["a"]), "--detector", str(inputs["detections"]), "--no-refine"]
+    code = main([*arguments, "--output", str(tmp_path / "run")])
     assert code == 0
     assert "stream" not in records(tmp_path / "run")[0] and (tmp_path / "run" / "annotated.mp4").is_file()
     assert "streams" not in json.loads((tmp_path / "run" / "summary.json").read_text())
