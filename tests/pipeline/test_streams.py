@@ -217,3 +217,16 @@ def test_a_cycle_is_detected_in_one_batched_call_with_the_same_boxes_as_frame_by
         alone = detector.detect(frame)
         assert len(alone) == len(detections) > 0
         np.testing.assert_allclose(detections.boxes, alone.boxes, atol=0.5)
+
+
+def test_a_live_stream_that_drops_reconnects_beside_a_file_stream(inputs, tmp_path):
+    from pipeline.sources import Reconnect
+
+    # A file read as a live stream "drops" at its end; reopening it is a real reconnect.
+    camera = CaptureSource(str(inputs["a"]), live=True, reconnect=Reconnect(tries=3, first_delay=0.01, max_delay=0.02))
+    config = RunConfig(source="unused", detector=inputs["detections"], refine=False, output=tmp_path / "run", progress=False,
+                       max_frames=30)  # fmt: skip
+    report = run_streams(config, sources=[camera, CaptureSource(str(inputs["short"]), live=False)])
+    live, file = report.summary["streams"]
+    assert report.exit_code == 0 and live["reconnects"] == 2 and live["frames"]["read"] == 30
+    assert live["frames"]["processed"] + live["frames"]["dropped"] == 30 and file["frames"]["processed"] == 4
