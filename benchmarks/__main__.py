@@ -1,4 +1,4 @@
-"""`python -m benchmarks latency|fps|accuracy ...`: one subcommand per module."""
+"""`python -m benchmarks latency|fps|streams|accuracy ...`: one subcommand per module."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "train-speed": "training step cost per sample: input size, frozen stages, channels_last, batch",
     "calibrate": "fit blend temperature and IoU-aware scores on real detector boxes; reliability table",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
+    "streams": "total and per-stream FPS, refiner batch size and calls/s for 1, 2, 4, 8 streams",
     "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",
 }
 

@@ -19,8 +19,10 @@ from pipeline.detectors import DetectorError
 from pipeline.refine import POLICIES
 from pipeline.report import format_run_summary
 from pipeline.run import BACKENDS, DETECTIONS_FILE, DEVICES, SUMMARY_FILE, VIDEO_FILE, RunConfig, UsageError, run
+from pipeline.run_streams import format_streams, video_name
 from pipeline.sources import SourceError
 from pipeline.spec import SpecError
+from pipeline.streams import DEFAULT_BATCH_TIMEOUT_MS
 
 EXIT_USAGE, EXIT_FAILED, EXIT_SIGINT = 2, 1, 130
 INPUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -41,9 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 done, 1 failed while running, 2 bad arguments or inputs, 130 Ctrl+C, 143 SIGTERM",
     )
     parser.add_argument(
-        "--source", required=True,
+        "--source", action="append",
         help="video file, camera index (0), rtsp/http URL, image folder; 'demo' (the bundled real clip, contact sheet) "
-        "or 'synthetic' (generated clip scored against exact ground truth) (required, no default)",
+        "or 'synthetic' (generated clip scored against exact ground truth); repeat it for many streams "
+        "(required, or --sources; no default)",
+    )
+    parser.add_argument(
+        "--sources", type=Path, metavar="FILE",
+        help="a text file of sources, one per line (blank lines and # comments skipped), added after any --source "
+        "(default: none)",
+    )
+    parser.add_argument(
+        "--batch-timeout-ms", type=float, default=DEFAULT_BATCH_TIMEOUT_MS,
+        help="many streams: a cycle of frames goes to the refiner when every stream has one, or this long after "
+        f"its first frame (default: {DEFAULT_BATCH_TIMEOUT_MS:g})",
     )
     parser.add_argument(
         "--detector", type=Path,
@@ -99,9 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace, sources: Sequence[str]) -> RunConfig:
+    """`sources`: every stream, as all_sources read them (one: the single-stream run as before)."""
+    first, *more = sources
     return RunConfig(
-        source=args.source,
+        source=first,
+        more_sources=tuple(more),
+        batch_timeout_ms=args.batch_timeout_ms,
         detector=args.detector,
         refiner=args.refiner,
         backend=args.backend,
@@ -124,19 +141,43 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def all_sources(args: argparse.Namespace) -> list[str]:
+    """--source values, then the lines of --sources FILE; a UsageError when there are none."""
+    sources = list(args.source or [])
+    if args.sources is not None:
+        try:
+            lines = Path(args.sources).read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            message = f"cannot read --sources {args.sources} ({error.strerror}); pass a text file, one source per line"
+            raise UsageError(message) from None
+        sources += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not sources:
+        raise UsageError("no source given; pass --source SRC (repeat it for many streams) or --sources FILE")
+    if len(sources) > 1 and {"demo", "synthetic"} & set(sources):
+        raise UsageError("the demo and synthetic sources run alone; pass one --source for them")
+    return sources
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        sources = all_sources(args)
+        args.source = sources[0] if len(sources) == 1 else None  # the demo reads args.source
         if args.source in ("demo", "synthetic"):
             return _run_demo(args)
-        report = run(config_from_args(args))
+        report = run(config_from_args(args, sources))
     except KeyboardInterrupt:  # Ctrl+C while models load, before the run's own handler is installed
         print("error: interrupted before the run started", file=sys.stderr)
         return EXIT_SIGINT
     except Exception as error:  # every failure becomes one line and an exit code
         return _fail(error, args.debug)
     print(format_run_summary(report.summary), file=sys.stderr)
-    print(f"outputs: {report.output_dir}/ ({DETECTIONS_FILE}, {VIDEO_FILE}, {SUMMARY_FILE})", file=sys.stderr)
+    if "streams" in report.summary:
+        print(format_streams(report.summary), file=sys.stderr)
+        videos = f"{video_name(0)} .. {video_name(len(report.summary['streams']) - 1)}"
+    else:
+        videos = VIDEO_FILE
+    print(f"outputs: {report.output_dir}/ ({DETECTIONS_FILE}, {videos}, {SUMMARY_FILE})", file=sys.stderr)
     if report.exit_code:
         if args.debug and report.failure is not None:
             traceback.print_exception(report.failure.error)

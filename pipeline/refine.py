@@ -14,7 +14,8 @@ mirrored crop refined too, the two answers averaged) and iterations (refine the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal, Protocol
 
@@ -137,11 +138,20 @@ def mirror_inputs(crops: object, vectors: np.ndarray, num_classes: int) -> tuple
 
 
 def concatenate(first: object, second: object) -> object:
-    if isinstance(first, np.ndarray):
-        return np.concatenate([first, second])
+    return concatenate_all([first, second])
+
+
+def concatenate_all(parts: Sequence[object]) -> object:
+    """Join crop batches along the batch axis: host arrays or torch tensors."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
     import torch
 
-    return torch.cat([first, second])
+    return torch.cat(list(parts))
+
+
+def _copy(crops: object) -> object:
+    return crops.copy() if isinstance(crops, np.ndarray) else crops.clone()
 
 
 @dataclass(frozen=True)
@@ -210,6 +220,15 @@ class RefineJob:
     vectors: np.ndarray  # (M, spec.vector_size) float32
 
 
+@dataclass(frozen=True)
+class BatchJob:
+    """The jobs of several frames (one cycle of many streams), their crops and vectors joined for one backend call."""
+
+    jobs: tuple[RefineJob, ...]
+    crops: object  # (sum M, S, S, 3) uint8, host array or device tensor
+    vectors: np.ndarray  # (sum M, spec.vector_size) float32
+
+
 class FrameRefiner:
     """Refines the detections of one frame with one batched backend call per pass (flip TTA rides in it)."""
 
@@ -242,6 +261,8 @@ class FrameRefiner:
         # Later iterations crop in the refine stage, while the crop stage keeps using `cropper`
         # (a ring of buffers owned by that stage): they get their own single-thread CPU cropper.
         self._iteration_cropper = CpuCropper(self.spec.input_size) if iterations > 1 else None
+        self.backend_calls = 0  # backend.refine calls with at least one crop, and the crops they carried
+        self.crops_refined = 0
 
     def __call__(self, frame: Frame, detections: Detections) -> RefinedDetections:
         return self.finish(self.prepare(frame, detections))
@@ -268,9 +289,31 @@ class FrameRefiner:
         crops = (cropper or self.cropper).crop(frame.image, windows)
         return RefineJob(frame, detections, (width, height), tuple(RefineStatus(s) for s in status), selected, windows, crops, vectors)
 
+    def prepare_many(self, pairs: Sequence[tuple[Frame, Detections]]) -> BatchJob:
+        """Prepare several frames (many streams) so that `finish_many` refines them in ONE backend call.
+
+        Each frame's crops are copied out at once: a ring cropper reuses its buffers after a few
+        frames, fewer than a cycle of many streams may hold.
+        """
+        jobs = tuple(replace(job, crops=_copy(job.crops)) for job in (self.prepare(*pair) for pair in pairs))
+        if not jobs:
+            raise ValueError("prepare_many needs at least one frame")
+        crops = jobs[0].crops if len(jobs) == 1 else concatenate_all([job.crops for job in jobs])
+        return BatchJob(jobs, crops, np.concatenate([job.vectors for job in jobs]))
+
+    def finish_many(self, batch: BatchJob) -> list[RefinedDetections]:
+        """One backend call over every frame's crops, its outputs split back per frame (then iterations per frame)."""
+        outputs = self._infer(batch.crops, batch.vectors)
+        bounds = np.cumsum([len(job.vectors) for job in batch.jobs])[:-1]
+        parts = np.split(outputs, bounds)
+        return [self._iterate(job, self._refine_once(job, part)) for job, part in zip(batch.jobs, parts, strict=True)]
+
     def finish(self, job: RefineJob) -> RefinedDetections:
         """Refine the prepared crops; with iterations > 1, crop again around each changed box and repeat."""
-        result = self._refine_once(job)
+        return self._iterate(job, self._refine_once(job))
+
+    def _iterate(self, job: RefineJob, result: RefinedDetections) -> RefinedDetections:
+        """Passes after the first (iterations > 1): crop again around each changed box and refine it again."""
         changed = result.changed
         for _ in range(self.iterations - 1):
             if not changed.any():
@@ -281,9 +324,10 @@ class FrameRefiner:
             result = merge_iteration(result, again)
         return result
 
-    def _refine_once(self, job: RefineJob) -> RefinedDetections:
+    def _refine_once(self, job: RefineJob, outputs: np.ndarray | None = None) -> RefinedDetections:
+        """`outputs`: this job's rows of a call already made for many frames (finish_many)."""
         count = len(job.detections)
-        outputs = self._infer(job.crops, job.vectors)
+        outputs = self._infer(job.crops, job.vectors) if outputs is None else outputs
         weights = refined_weight(outputs, self.policy, self.calibration)
         accepted = weights > 0
         width, height = job.frame_size
@@ -310,6 +354,9 @@ class FrameRefiner:
     def _infer(self, crops: object, vectors: np.ndarray) -> np.ndarray:
         """One batched backend call; with flip TTA the mirrored crops ride in the same batch."""
         crops = self._backend_input(crops)
+        if len(vectors):
+            self.backend_calls += 1
+            self.crops_refined += len(vectors)
         if not self.flip_tta or len(vectors) == 0:
             return self.backend.refine(crops, vectors)
         mirrored_crops, mirrored_vectors = mirror_inputs(crops, vectors, self.spec.num_classes)

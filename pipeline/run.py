@@ -33,6 +33,7 @@ from pipeline.report import ChangeStats
 from pipeline.sinks import AnnotatedVideoSink, JsonlSink, ProgressSink, Sink, WindowSink, display_available, write_summary
 from pipeline.sources import Frame, FrameSource, open_source
 from pipeline.stages import Stage, StageFailure, StagePipeline
+from pipeline.streams import DEFAULT_BATCH_TIMEOUT_MS
 
 DEVICES = ("cpu", "cuda")
 STOP_GRACE_SECONDS = 2.0  # how long stages get to finish after a stop before we write and leave
@@ -70,6 +71,8 @@ class RunConfig:
     max_batch: int = 32
     progress: bool = True
     min_free_mb: float = 100.0  # refuse to start with less free space than this where outputs go
+    more_sources: tuple[str, ...] = ()  # the streams after the first: a run of many streams (pipeline.run_streams)
+    batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS  # many streams: a cycle closes this long after its first frame
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -85,6 +88,8 @@ class RunConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.min_size < 0:
             raise UsageError("--min-size must be non-negative")
+        if self.batch_timeout_ms < 0:
+            raise UsageError("--batch-timeout-ms must be non-negative")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,10 @@ class RunReport:
 
 def run(config: RunConfig, detector: Detector | None = None, source: FrameSource | None = None) -> RunReport:
     """Run the pipeline; `detector` and `source` override config.detector and config.source (tests, the demo)."""
+    if config.more_sources:
+        from pipeline.run_streams import run_streams
+
+        return run_streams(config, detector)
     source = source or open_source(config.source)  # first: a wrong source is the likeliest mistake
     if config.refine and config.refiner is None:
         default_refiner()  # a missing default is reported before any output is created

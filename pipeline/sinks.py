@@ -32,8 +32,11 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def frame_record(result: FrameResult) -> dict:
-    """One detections.jsonl line: the frame and, per object, both boxes and why the box is what it is."""
+def frame_record(result: FrameResult, stream: int | None = None) -> dict:
+    """One detections.jsonl line: the frame and, per object, both boxes and why the box is what it is.
+
+    `stream`: the source's index in a run of many streams (first key of the line); None for one stream.
+    """
     objects = result.objects
     detections = objects.detections
     records = []
@@ -53,7 +56,8 @@ def frame_record(result: FrameResult) -> dict:
             }
         )
     frame = result.frame
-    return {"frame": frame.index, "timestamp": frame.timestamp, "name": frame.name, "objects": records}
+    tag = {} if stream is None else {"stream": stream}
+    return {**tag, "frame": frame.index, "timestamp": frame.timestamp, "name": frame.name, "objects": records}
 
 
 class JsonlSink:
@@ -63,8 +67,8 @@ class JsonlSink:
         self.path = Path(path)
         self._file: TextIO = self.path.open("x", encoding="utf-8")
 
-    def write(self, result: FrameResult) -> None:
-        self._file.write(json.dumps(frame_record(result), allow_nan=False) + "\n")
+    def write(self, result: FrameResult, stream: int | None = None) -> None:
+        self._file.write(json.dumps(frame_record(result, stream), allow_nan=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -231,17 +231,22 @@ class StagePipeline:
         return _STOPPED
 
     def _put_dropping_oldest(self, box: queue.Queue, packet: Any) -> None:
-        """Never blocks: when the queue is full, the oldest item goes (the reader is its only producer)."""
-        while True:
+        self.frames_dropped += put_dropping_oldest(box, packet)
+
+
+def put_dropping_oldest(box: queue.Queue, packet: Any) -> int:
+    """Never blocks: when the queue is full, the oldest item goes (the caller is its only producer). Returns items dropped."""
+    dropped = 0
+    while True:
+        try:
+            box.put_nowait(packet)
+            return dropped
+        except queue.Full:
             try:
-                box.put_nowait(packet)
-                return
-            except queue.Full:
-                try:
-                    box.get_nowait()
-                    self.frames_dropped += 1
-                except queue.Empty:
-                    pass
+                box.get_nowait()
+                dropped += 1
+            except queue.Empty:
+                pass
 
 
 def _percentile_ms(sorted_samples: list[float], fraction: float) -> float | None:
