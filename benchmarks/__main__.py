@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
 SUBCOMMANDS = {
     "latency": "per-stage refinement latency per frame, per backbone and box count",
@@ -21,16 +22,24 @@ SUBCOMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> None:
+def module_of(command: str) -> ModuleType:
+    return importlib.import_module(f"benchmarks.{command.replace('-', '_')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in SUBCOMMANDS.items():
-        module = importlib.import_module(f"benchmarks.{name.replace('-', '_')}")
+        module = module_of(name)
         module.add_arguments(commands.add_parser(name, help=help_text, description=module.__doc__))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     args.argv = argv  # the report names the exact command
-    importlib.import_module(f"benchmarks.{args.command.replace('-', '_')}").main(args)
+    module_of(args.command).main(args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ targets must exist; the Python API example runs as written.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import re
@@ -80,15 +79,6 @@ def test_pipeline_commands_run(command, tmp_path):
     assert (tmp_path / "run" / "summary.json").is_file()
 
 
-def benchmarks_parser() -> argparse.ArgumentParser:
-    benchmarks = importlib.import_module("benchmarks.__main__")
-    parser = argparse.ArgumentParser()
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name in benchmarks.SUBCOMMANDS:
-        importlib.import_module(f"benchmarks.{name}").add_arguments(commands.add_parser(name))
-    return parser
-
-
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c[0] in PYTHON_PREFIXES and c not in PIPELINE], ids=" ".join)
 def test_other_commands_parse(command):
     if command[1:3] == ["-m", "train"]:
@@ -97,7 +87,10 @@ def test_other_commands_parse(command):
         sys.path.insert(0, str(REPO))
         importlib.import_module("build_engine").parse_arguments(command[2:])
     elif command[1:3] == ["-m", "benchmarks"]:
-        benchmarks_parser().parse_args(command[3:])
+        importlib.import_module("benchmarks.__main__").build_parser().parse_args(command[3:])
+    elif command[1:4] == ["-m", "pip", "download"]:  # the GPU machine's wheels: the versions this checkout pins
+        pinned = set((REPO / "requirements.txt").read_text().split())
+        assert [word for word in command if "==" in word and word not in pinned] == []
     else:
         pytest.fail(f"README command {' '.join(command)} is not covered by this test")
 

@@ -44,6 +44,7 @@ def test_frame_record_holds_both_boxes_status_and_predicted_iou():
     assert person == {
         "class": "person",
         "score": pytest.approx(0.9),
+        "output_score": pytest.approx(0.9),
         "detector_box": [10.0, 10.0, 40.0, 50.0],
         "refined_box": [12.0, 11.0, 38.0, 47.0],
         "status": "refined",
