@@ -28,7 +28,7 @@ from pipeline.refine import Calibration, refined_weight
 
 DEFAULT_TEMPERATURES = (0.01, 0.02, 0.05, 0.1)
 DEFAULT_MARGINS = (0.0, 0.02, 0.05, 0.1, 1.0)  # 1.0: no predicted gain clears it, every box stays
-DEFAULT_POWERS = (0.0, 0.5, 1.0, 2.0, 3.0)
+DEFAULT_POWERS = (0.0,)  # IoU-aware scores are opt-in (--powers): fitted on YOLOv8n they cost other detectors AP
 GAIN_BINS = (-1.0, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 1.0)
 IOU_BINS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 

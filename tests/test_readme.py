@@ -83,6 +83,8 @@ def test_pipeline_commands_run(command, tmp_path):
 def test_other_commands_parse(command):
     if command[1:3] == ["-m", "train"]:
         importlib.import_module("train.__main__").parse_args(command[3:])
+    elif command[1:3] == ["-m", "train.detector_boxes"]:
+        importlib.import_module("train.detector_boxes").parse_args(command[3:])
     elif command[1] == "build_engine.py":
         sys.path.insert(0, str(REPO))
         importlib.import_module("build_engine").parse_arguments(command[2:])
