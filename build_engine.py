@@ -4,8 +4,8 @@
     python build_engine.py --backbones b0,b1,b2,b3,b4 [--classes person]      # random-init: for speed benchmarks
     [--trt auto|rtx|tensorrt] [--compute-capability portable|sm75,sm80,...|current]
 
-Per model: export <spec.name>.onnx (onnx.checker inside), run ONNX Runtime and torch on the same random
-crops (FP32 must agree to 1e-4), then build <spec.name>.engine with one batch profile 1..max:
+Per model: export <name>.onnx (a checkpoint keeps its file name, a paper backbone gets its spec name; onnx.checker inside), run ONNX Runtime and torch on the same random
+crops (FP32 must agree to 1e-4), then build <name>.engine with one batch profile 1..max:
 with TensorRT-RTX (`tensorrt_rtx`, ahead of time, no GPU needed) for the given compute capabilities,
 or with data-center TensorRT 10.x/11.x where it imports and a GPU is present (`--trt auto` prefers
 it there; a timing cache is kept in the output folder). Strongly typed builds (RTX, 11.x) take an
@@ -56,7 +56,7 @@ from pipeline.backends.torch import TorchBackend
 from pipeline.checkpoint import CheckpointError, load_refiner
 from pipeline.model import RefinerNet
 from pipeline.onnx_export import ENGINES_DIR, export_onnx, file_sha256, sidecar_path, write_sidecar
-from pipeline.spec import PAPER_BACKBONES, RefinerSpec, SpecError, paper_spec
+from pipeline.spec import BACKBONES, RefinerSpec, SpecError, paper_spec
 
 ONNX_TOLERANCE = 1e-4  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
 # Engines against FP32 torch: FP32 engines use TF32 convolutions by default, FP16 ones half precision.
@@ -75,6 +75,10 @@ class Source:
 
     arguments: tuple[str, ...]
     checkpoint: Path | None = None
+
+    def stem(self, spec: RefinerSpec) -> str:
+        """Artifact name: a checkpoint keeps its own (refiner-person-...), a paper backbone gets its spec's."""
+        return spec.name if self.checkpoint is None else self.checkpoint.stem
 
 
 def random_inputs(spec: RefinerSpec, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -176,10 +180,12 @@ def build_one(model: RefinerNet, source: Source, options: argparse.Namespace, fl
         "rebuild_command": rebuild_command(source, options),
     }
     started = time.perf_counter()
-    onnx_path = export_onnx(model, options.out / f"{spec.name}.onnx", options.max_batch)
+    onnx_path = options.out / f"{source.stem(spec)}.onnx"
+    say_if_overwriting(onnx_path)
+    onnx_path = export_onnx(model, onnx_path, options.max_batch)
     seconds = time.perf_counter() - started
     difference = probe.difference(OnnxRuntimeBackend(onnx_path, "cpu", options.max_batch, threads=os.cpu_count()))
-    print(f"{spec.name}: {_shown(onnx_path)} in {seconds:.1f} s; ONNX Runtime vs torch max |diff| {difference:.1e}")
+    print(f"{onnx_path.stem}: {_shown(onnx_path)} in {seconds:.1f} s; ONNX Runtime vs torch max |diff| {difference:.1e}")
     require_parity(onnx_path, "ONNX Runtime", difference, ONNX_TOLERANCE)
     onnx_fields = {"artifact": onnx_path.name, "precision": "fp32", "profile": None, "tensorrt": None, "gpu": None}
     write_sidecar(
@@ -193,7 +199,8 @@ def build_one_engine(
     model: RefinerNet, onnx_path: Path, common: dict, options: argparse.Namespace, probe: Probe, flavour: Flavour
 ) -> None:
     spec = model.spec
-    engine_path = options.out / f"{spec.name}.engine"
+    engine_path = onnx_path.with_suffix(".engine")
+    say_if_overwriting(engine_path)
     profile = BatchProfile(1, min(options.opt_batch, options.max_batch), options.max_batch)
     gpu = gpu_identity(torch.device("cuda")) if torch.cuda.is_available() else None
     timing_cache = None
@@ -233,7 +240,7 @@ def build_one_engine(
     }
     write_sidecar(engine_path, fields)  # the backend reads the spec and the build machine from it
     built_for = ",".join(built.targets) if built.targets else gpu["name"]
-    shown = f"{spec.name}: {_shown(engine_path)} ({options.precision}, {flavour.label}, {built_for}) in {seconds:.1f} s"
+    shown = f"{engine_path.stem}: {_shown(engine_path)} ({options.precision}, {flavour.label}, {built_for}) in {seconds:.1f} s"
     not_run = engine_not_runnable_reason(flavour, built.targets, gpu)
     if not_run:
         print(f"{shown}; not executed: {not_run}")
@@ -268,6 +275,11 @@ def rebuild_command(source: Source, options: argparse.Namespace) -> str:
     return shlex.join(["python", "build_engine.py", *arguments])
 
 
+def say_if_overwriting(path: Path) -> None:
+    if path.exists():
+        print(f"overwriting {path} (and its sidecar)")
+
+
 def _shown(path: Path) -> str:
     return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
 
@@ -285,9 +297,9 @@ def models_to_build(options: argparse.Namespace) -> Iterator[tuple[RefinerNet, S
 
 def parse_backbones(text: str) -> list[str]:
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PAPER_BACKBONES]
+    unknown = [name for name in names if name not in BACKBONES]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{text!r} names no paper backbone list; choose from {','.join(PAPER_BACKBONES)}")
+        raise argparse.ArgumentTypeError(f"{text!r} names no backbone list; choose from {','.join(BACKBONES)}")
     return names
 
 

@@ -47,15 +47,18 @@ def test_random_backbone_builds_onnx_with_sidecar_and_reports_parity(tmp_path):
         assert result.stdout.count("not executed: TensorRT-RTX") == 1 and engine["executed"] is False
 
 
-def test_checkpoint_builds_under_its_spec_name(tmp_path, capsys):
+def test_checkpoint_builds_under_its_own_name_and_says_when_it_overwrites(tmp_path, capsys):
     spec = RefinerSpec(backbone="efficientnet_b0", input_size=128, class_names=("person", "car"))
-    checkpoint = save_refiner(random_refiner(spec), tmp_path / "trained.safetensors")
+    checkpoint = save_refiner(random_refiner(spec), tmp_path / "refiner-person-trained.safetensors")
     assert main(["--refiner", str(checkpoint), "--out", str(tmp_path / "out"), "--precision", "fp32"]) == 0
-    sidecar = read_sidecar(tmp_path / "out" / f"{spec.name}.onnx")
+    sidecar = read_sidecar(tmp_path / "out" / "refiner-person-trained.onnx")
     assert sidecar["checkpoint_sha256"] == file_sha256(checkpoint)
     assert json.dumps(sidecar["spec"], sort_keys=True) == spec.to_json()
     assert f"--refiner {checkpoint}" in sidecar["rebuild_command"] and "--precision fp32" in sidecar["rebuild_command"]
-    assert f"{spec.name}: " in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert "refiner-person-trained: " in first and "overwriting" not in first
+    assert main(["--refiner", str(checkpoint), "--out", str(tmp_path / "out"), "--precision", "fp32"]) == 0
+    assert f"overwriting {tmp_path / 'out' / 'refiner-person-trained.onnx'}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("content", [None, b"not a safetensors file"], ids=["missing", "corrupt"])
@@ -100,4 +103,4 @@ def test_engines_this_machine_cannot_build_are_one_line_errors(tmp_path, capsys,
 def test_unknown_backbone_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--backbones", "b0,b9"])
-    assert exit_info.value.code == 2 and "choose from b0,b1,b2,b3,b4" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "choose from b0,b1,b2,b3,b4,lite0,lite1,lite2" in capsys.readouterr().err

@@ -73,7 +73,6 @@ def _open_tensorrt(model_path: Path, device: str | None, max_batch: int, cuda_gr
 
 def _engine_for(model_path: Path) -> Path:
     """The engine itself, the engine beside an ONNX file, or the engine build_engine.py made from this checkpoint."""
-    from pipeline.checkpoint import read_spec
     from pipeline.onnx_export import ENGINES_DIR, file_sha256, read_sidecar
 
     if model_path.suffix == ".engine":
@@ -81,7 +80,7 @@ def _engine_for(model_path: Path) -> Path:
     if model_path.suffix == ".onnx" and model_path.with_suffix(".engine").is_file():
         return model_path.with_suffix(".engine")
     if model_path.suffix == ".safetensors":
-        engine = ENGINES_DIR / f"{read_spec(model_path).name}.engine"
+        engine = ENGINES_DIR / f"{model_path.stem}.engine"  # build_engine.py keeps the checkpoint's name
         if engine.is_file() and read_sidecar(engine).get("checkpoint_sha256") == file_sha256(model_path):
             return engine
     raise _Unavailable(f"no engine built from {model_path}; build one: python build_engine.py --refiner CHECKPOINT")

@@ -63,7 +63,7 @@ def test_tensorrt_without_the_package_says_so_and_how_to_build(small_model, smal
     with pytest.raises(BackendError, match="no engine built from .*build_engine.py"):
         open_backend("tensorrt", small_checkpoint)
     # build_engine.py's engine for this very checkpoint is found in engines/; a stale one is not.
-    fake_engine(private_engine_dirs / "engines" / f"{small_model.spec.name}.engine", small_model, small_checkpoint)
+    fake_engine(private_engine_dirs / "engines" / f"{small_checkpoint.stem}.engine", small_model, small_checkpoint)
     with pytest.raises(BackendError, match="TensorRT needs a CUDA GPU"):
         open_backend("tensorrt", small_checkpoint)
 
