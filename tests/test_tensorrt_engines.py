@@ -30,7 +30,7 @@ from pipeline.backends.tensorrt import (
 )
 from pipeline.model import RefinerNet
 from pipeline.onnx_export import export_onnx, file_sha256, read_sidecar
-from pipeline.spec import PAPER_BACKBONES, RefinerSpec, paper_spec
+from pipeline.spec import BACKBONES, RefinerSpec, paper_spec
 
 REPO = Path(__file__).resolve().parents[1]
 PERSON_REFINER = next((REPO / "engines").glob("refiner-person-*.safetensors"))
@@ -122,8 +122,8 @@ def cached_engine(model: RefinerNet, cache: Path) -> tuple[Path, BuiltEngine]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("short", [name for name in PAPER_BACKBONES if name != "b0"])
-def test_every_paper_backbone_builds_a_real_fp16_engine(short):
+@pytest.mark.parametrize("short", [name for name in BACKBONES if name != "b0"])
+def test_every_backbone_builds_a_real_fp16_engine(short):
     """The rest of the table at FP16, without the CLI's parity runs: what is new per backbone is TensorRT's build."""
     torch.manual_seed(0)
     spec = paper_spec(short, ("person",))
