@@ -311,7 +311,7 @@ def compute_capabilities(text: str) -> tuple[str, ...]:
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--refiner", type=Path, help="trained refiner checkpoint (.safetensors)")
     source.add_argument("--backbones", type=parse_backbones, help="random-init paper backbones, e.g. b0,b1,b2,b3,b4")

@@ -22,6 +22,10 @@ SUBCOMMANDS = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Each benchmark's docstring as written, and every option's default."""
+
+
 def module_of(command: str) -> ModuleType:
     return importlib.import_module(f"benchmarks.{command.replace('-', '_')}")
 
@@ -31,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in SUBCOMMANDS.items():
         module = module_of(name)
-        module.add_arguments(commands.add_parser(name, help=help_text, description=module.__doc__))
+        module.add_arguments(commands.add_parser(name, help=help_text, description=module.__doc__,
+                                               formatter_class=HelpFormatter))
     return parser
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmarks.engine_builds import builds_markdown
 from benchmarks.report import environment, markdown_table, write_report
@@ -215,7 +216,7 @@ def measure(
     on_cuda = getattr(backend, "device", "cpu") == "cuda"
     samples: dict[str, list[float]] = defaultdict(list)
     try:
-        for index in range(warmup + frames):
+        for index in tqdm(range(warmup + frames), desc=f"{spec.name}, {count} boxes", unit="frame", leave=False):
             boxes = random_boxes(rng, count, width, height)
             timings: dict[str, float] = {}
             _, timings["crop"] = timed(prepare_crops, spec, image, boxes, single)

@@ -26,7 +26,7 @@ from train.losses import BOX_LOSSES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--annotations", type=Path, nargs="+", required=True,
                         help="COCO-format annotations JSON; several data sets: one per set, in the order of --images")
     parser.add_argument("--images", type=Path, nargs="+", required=True, help="folder the file_name entries are relative to, one per --annotations")

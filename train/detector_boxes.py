@@ -27,7 +27,7 @@ from train.data import DatasetError, category_names, load_coco
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train.detector_boxes", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m train.detector_boxes", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--annotations", type=Path, required=True, help="COCO-format annotations JSON (its categories name the classes kept)")
     parser.add_argument("--images", type=Path, required=True, help="folder the file_name entries are relative to")
     parser.add_argument("--detector", type=Path, required=True, help="Ultralytics model file, e.g. the COCO YOLOv8n")
