@@ -59,7 +59,7 @@ from pipeline.checkpoint import CheckpointError, load_refiner
 from pipeline.model import RefinerNet
 from pipeline.onnx_export import ENGINES_DIR, export_onnx, file_sha256, sidecar_path, write_sidecar
 from pipeline.spec import BACKBONES, RefinerSpec, SpecError, paper_spec
-from pipeline.triton_repo import write_triton_repository
+from pipeline.triton_repo import Batching, write_triton_repository
 
 ONNX_TOLERANCE = 1e-4  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
 # Engines against FP32 torch: FP32 engines use TF32 convolutions by default, FP16 ones half precision.
@@ -181,7 +181,10 @@ def write_triton_models(
         sidecar = json.loads(sidecar_path(engine_path).read_text(encoding="utf-8"))
         built_for = sidecar.get("compute_capabilities") or [CURRENT_TARGET]  # None: data-center TensorRT, this GPU
         targets = tuple(sm_of(sidecar["gpu"]) if target == CURRENT_TARGET else target for target in built_for)
-    configs = write_triton_repository(options.triton_repo, name, spec, onnx_path, options.max_batch, engine_path, targets)
+    batching = Batching(preferred_batch=options.opt_batch, timeout_us=round(options.triton_queue_timeout_ms * 1000))
+    configs = write_triton_repository(
+        options.triton_repo, name, spec, onnx_path, options.max_batch, engine_path, targets, batching
+    )
     for config in configs:
         print(f"triton model {config.parent.name}: {config}")
 
@@ -357,8 +360,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--triton-repo", type=Path,
         help="also write a Triton model repository here (ONNX Runtime and TensorRT models; default: none)",
     )
+    parser.add_argument(
+        "--triton-queue-timeout-ms", type=float, default=Batching.timeout_us / 1000,
+        help="--triton-repo: the server rejects requests queued longer than this "
+        f"(default: {Batching.timeout_us / 1000:g}; a GPU batch takes ms, a CPU one can take 100+)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for random-init weights and parity crops")
     options = parser.parse_args(argv)
+    if options.triton_queue_timeout_ms <= 0:
+        parser.error("--triton-queue-timeout-ms must be positive")
     if options.max_batch < 1 or options.opt_batch < 1:
         parser.error("--max-batch and --opt-batch must be at least 1")
     return options

@@ -20,6 +20,9 @@ from pipeline.triton_repo import TRITON_SPEC_KEY
 
 CONNECT_TIMEOUT_S = 5.0  # readiness and config look-ups: an absent server is reported in seconds
 INFER_TIMEOUT_S = 30.0  # one batch; the server's queue policy rejects sooner when it is saturated
+CONNECT_HINT = "start it or pass --triton-url HOST:PORT / --triton-model NAME"
+# "Request timeout expired": the model's queue policy (pipeline.triton_repo.Batching) rejected it.
+INFER_HINT = "a saturated server rejects requests queued past its timeout: add instances or raise --triton-queue-timeout-ms"
 
 
 class TritonBackend(RefinerBackend):
@@ -53,13 +56,13 @@ class TritonBackend(RefinerBackend):
             raise BackendError(f"model {self.model_name!r} is not ready")
         return self.client.get_model_config(self.model_name, client_timeout=CONNECT_TIMEOUT_S).config
 
-    def _ask(self, call: Any, what: str) -> Any:
+    def _ask(self, call: Any, what: str, hint: str = CONNECT_HINT) -> Any:
         """Run a client call; a gRPC failure becomes one BackendError line that says what to do."""
         try:
             return call()
         except (self._error_type, BackendError) as error:
             reason = (str(error).strip().splitlines() or ["no answer"])[0]
-            raise BackendError(f"{what} ({reason}); start it or pass --triton-url HOST:PORT / --triton-model NAME") from None
+            raise BackendError(f"{what} ({reason}); {hint}") from None
 
     def _run(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         inputs = [
@@ -72,6 +75,7 @@ class TritonBackend(RefinerBackend):
         result = self._ask(
             lambda: self.client.infer(self.model_name, inputs, outputs=outputs, client_timeout=INFER_TIMEOUT_S),
             f"Triton model {self.model_name!r} at {self.url} failed a batch of {len(crops)}",
+            INFER_HINT,
         )
         return result.as_numpy(BOXES)
 

@@ -15,11 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,9 @@ VENV = Path.home() / ".cache" / "bbrefinement" / "pytriton-venv"
 # onnxruntime 1.19.2: the newest with Python 3.11 wheels built for numpy 1.x, which pytriton 0.7.0 pins.
 REQUIREMENTS = ("nvidia-pytriton==0.7.0", "onnxruntime==1.19.2", "numpy<2")
 MAX_BATCH = 8
+# Generous: this CPU (2 cores, shared with training) can take over the default 100 ms to start a batch
+# while four clients queue, and the rejecting policy would then (rightly) refuse their requests.
+QUEUE_TIMEOUT_MS = 10_000
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
 
@@ -87,11 +90,13 @@ def build_repository(out: Path) -> Path:
     """build_engine.py as a user runs it: ONNX, a TensorRT-RTX engine (no GPU needed) and the repository."""
     result = subprocess.run(
         [sys.executable, "build_engine.py", "--refiner", str(REFINER), "--out", str(out), "--max-batch", str(MAX_BATCH),
-         "--compute-capability", "sm86", "--triton-repo", str(out / "repo")],
+         "--compute-capability", "sm86", "--triton-repo", str(out / "repo"),
+         "--triton-queue-timeout-ms", str(QUEUE_TIMEOUT_MS)],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (out / "repo" / f"{REFINER.stem}-trt" / "1" / "model.plan").is_file()
+    assert f"default_timeout_microseconds: {QUEUE_TIMEOUT_MS * 1000}" in (out / "repo" / REFINER.stem / "config.pbtxt").read_text()
     return out / "repo"
 
 
@@ -172,20 +177,18 @@ def test_triton_backend_matches_in_process_onnxruntime(served):
     assert np.abs(expected).max() > 0.1
     np.testing.assert_allclose(remote.refine(crops, vectors), expected, rtol=0, atol=1e-4)
 
-    results: dict[int, np.ndarray] = {}
-
-    def one_client(index: int) -> None:  # concurrent clients: the dynamic batcher may merge their requests
+    def one_client(index: int) -> np.ndarray:  # concurrent clients: the dynamic batcher may merge their requests
         client = open_backend("triton", onnx_path, triton_url=url)
-        results[index] = client.refine(*random_batch(3, seed=index))
-        client.close()
+        try:
+            return client.refine(*random_batch(3, seed=index))
+        finally:
+            client.close()
 
-    threads = [threading.Thread(target=one_client, args=(index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    for index in range(4):
-        np.testing.assert_allclose(results[index], local.refine(*random_batch(3, seed=index)), rtol=0, atol=1e-4)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(one_client, index) for index in range(4)]
+        for index, future in enumerate(futures):
+            expected = local.refine(*random_batch(3, seed=index))
+            np.testing.assert_allclose(future.result(timeout=60), expected, rtol=0, atol=1e-4)
 
     statistics = remote.server_statistics()
     assert statistics["requests"] >= 3 + 4 and statistics["batches"] >= 1
