@@ -41,13 +41,17 @@ class TritonBackend(RefinerBackend):
         self._grpc, self._error_type = grpcclient, InferenceServerException
         self.url, self.model_name = url, model_name
         self.client = grpcclient.InferenceServerClient(url)
-        config = self._ask(self._ready_config, f"Triton server at {url} is unreachable or not serving {model_name!r}")
-        spec = served_spec(config, url, model_name)
-        if expected_spec is not None and spec != expected_spec:
-            raise BackendError(
-                f"Triton model {model_name!r} at {url} serves {spec.name}, not {expected_spec.name}; "
-                "pass the --refiner it was built from or another --triton-model"
-            )
+        try:
+            config = self._ask(self._ready_config, f"Triton server at {url} is unreachable or not serving {model_name!r}")
+            spec = served_spec(config, url, model_name)
+            if expected_spec is not None and spec != expected_spec:
+                raise BackendError(
+                    f"Triton model {model_name!r} at {url} serves {spec.name}, not {expected_spec.name}; "
+                    "pass the --refiner it was built from or another --triton-model"
+                )
+        except BackendError:
+            self.client.close()
+            raise
         served_max = config.max_batch_size or max_batch
         super().__init__(spec, min(max_batch, served_max))
 
