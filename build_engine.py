@@ -2,7 +2,7 @@
 
     python build_engine.py --refiner runs/x/refiner.safetensors [--max-batch 32] [--precision fp16|fp32] [--out engines/]
     python build_engine.py --backbones b0,b1,b2,b3,b4 [--classes person]      # random-init: for speed benchmarks
-    [--trt auto|rtx|tensorrt] [--compute-capability portable|sm75,sm80,...|current]
+    [--trt auto|rtx|tensorrt] [--compute-capability portable|sm75,sm80,...|current] [--triton-repo DIR]
 
 Per model: export <name>.onnx (a checkpoint keeps its file name, a paper backbone gets its spec name; onnx.checker inside), run ONNX Runtime and torch on the same random
 crops (FP32 must agree to 1e-4), then build <name>.engine with one batch profile 1..max:
@@ -12,7 +12,9 @@ it there; a timing cache is kept in the output folder). Strongly typed builds (R
 FP16 ONNX for --precision fp16. Where the engine can run here (a GPU it was built for), it is
 compared with torch too; otherwise the sidecar says why it was not executed. Sidecars are
 <artifact>.json. Artifacts are overwritten: they are build outputs, reproducible from the
-checkpoint with the command stored in each sidecar.
+checkpoint with the command stored in each sidecar. --triton-repo DIR also writes a Triton model
+repository: <name>/ (onnxruntime_onnx, the ONNX file) and, with an engine, <name>-trt/ (tensorrt_plan,
+the engine for each compute capability it was built for); pipeline/triton_repo.py.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from pipeline.checkpoint import CheckpointError, load_refiner
 from pipeline.model import RefinerNet
 from pipeline.onnx_export import ENGINES_DIR, export_onnx, file_sha256, sidecar_path, write_sidecar
 from pipeline.spec import BACKBONES, RefinerSpec, SpecError, paper_spec
+from pipeline.triton_repo import Batching, write_triton_repository
 
 ONNX_TOLERANCE = 1e-4  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
 # Engines against FP32 torch: FP32 engines use TF32 convolutions by default, FP16 ones half precision.
@@ -162,12 +165,34 @@ def build_all(models: Iterator[tuple[RefinerNet, Source]], options: argparse.Nam
         raise TensorRTUnavailable(f"--compute-capability {CURRENT_TARGET} needs a CUDA GPU; torch sees none")
     options.out.mkdir(parents=True, exist_ok=True)
     for model, source in models:
-        build_one(model, source, options, flavour)
+        onnx_path, engine_path = build_one(model, source, options, flavour)
+        if options.triton_repo is not None:
+            write_triton_models(options, source.stem(model.spec), model.spec, onnx_path, engine_path)
     if no_engine:
         print(f"no TensorRT engine built: {no_engine}; the ONNX files run with --backend onnxruntime")
 
 
-def build_one(model: RefinerNet, source: Source, options: argparse.Namespace, flavour: Flavour | None) -> None:
+def write_triton_models(
+    options: argparse.Namespace, name: str, spec: RefinerSpec, onnx_path: Path, engine_path: Path | None
+) -> None:
+    """The model's Triton models; the engine's compute capabilities come from its sidecar (what was really built)."""
+    targets: tuple[str, ...] = ()
+    if engine_path is not None:
+        sidecar = json.loads(sidecar_path(engine_path).read_text(encoding="utf-8"))
+        built_for = sidecar.get("compute_capabilities") or [CURRENT_TARGET]  # None: data-center TensorRT, this GPU
+        targets = tuple(sm_of(sidecar["gpu"]) if target == CURRENT_TARGET else target for target in built_for)
+    batching = Batching(preferred_batch=options.opt_batch, timeout_us=round(options.triton_queue_timeout_ms * 1000))
+    configs = write_triton_repository(
+        options.triton_repo, name, spec, onnx_path, options.max_batch, engine_path, targets, batching
+    )
+    for config in configs:
+        print(f"triton model {config.parent.name}: {config}")
+
+
+def build_one(
+    model: RefinerNet, source: Source, options: argparse.Namespace, flavour: Flavour | None
+) -> tuple[Path, Path | None]:
+    """Returns the ONNX file and the engine (None when no TensorRT built one)."""
     spec = model.spec
     crops, vectors = random_inputs(spec, min(PARITY_BATCH, options.max_batch), options.seed)
     probe = Probe(crops, vectors, TorchBackend(model, "cpu", options.max_batch).refine(crops, vectors))
@@ -191,8 +216,10 @@ def build_one(model: RefinerNet, source: Source, options: argparse.Namespace, fl
     write_sidecar(
         onnx_path, {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference}
     )
-    if flavour is not None:
-        build_one_engine(model, onnx_path, common, options, probe, flavour)
+    if flavour is None:
+        return onnx_path, None
+    build_one_engine(model, onnx_path, common, options, probe, flavour)
+    return onnx_path, onnx_path.with_suffix(".engine")
 
 
 def build_one_engine(
@@ -329,8 +356,19 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help=f"TensorRT-RTX targets, comma-separated, or current (default portable: {','.join(PORTABLE_TARGETS)}; sm75 opt-in)",
     )
     parser.add_argument("--out", type=Path, default=ENGINES_DIR, help="output folder (default: engines/)")
+    parser.add_argument(
+        "--triton-repo", type=Path,
+        help="also write a Triton model repository here (ONNX Runtime and TensorRT models; default: none)",
+    )
+    parser.add_argument(
+        "--triton-queue-timeout-ms", type=float, default=Batching.timeout_us / 1000,
+        help="--triton-repo: the server rejects requests queued longer than this "
+        f"(default: {Batching.timeout_us / 1000:g}; a GPU batch takes ms, a CPU one can take 100+)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for random-init weights and parity crops")
     options = parser.parse_args(argv)
+    if options.triton_queue_timeout_ms <= 0:
+        parser.error("--triton-queue-timeout-ms must be positive")
     if options.max_batch < 1 or options.opt_batch < 1:
         parser.error("--max-batch and --opt-batch must be at least 1")
     return options

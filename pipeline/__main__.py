@@ -69,7 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backend", choices=BACKENDS, default="auto",
-        help="refiner runtime (default: auto = TensorRT with an engine and a GPU, else ONNX Runtime, else torch)",
+        help="refiner runtime (default: auto = TensorRT with an engine and a GPU, else ONNX Runtime, else torch; "
+        "triton: a Triton server, see --triton-url)",
+    )
+    parser.add_argument(
+        "--triton-url", metavar="HOST:PORT",
+        help="--backend triton: the server's gRPC address; it must serve the --refiner's spec (default: none)",
+    )
+    parser.add_argument(
+        "--triton-model", metavar="NAME",
+        help="--backend triton: the served model (default: the --refiner file's name without suffix, as build_engine.py "
+        "--triton-repo names it)",
     )
     parser.add_argument("--device", choices=DEVICES, help="where models run (default: cuda when available, else cpu)")
     parser.add_argument("--output", type=Path, help="new or empty folder for the results (default: runs/<timestamp>/)")
@@ -138,6 +148,8 @@ def config_from_args(args: argparse.Namespace, sources: Sequence[str]) -> RunCon
         iterations=args.iterations,
         queue_size=args.queue_size,
         min_free_mb=args.min_free_mb,
+        triton_url=args.triton_url,
+        triton_model=args.triton_model,
     )
 
 

@@ -40,6 +40,8 @@ def build_frame_refiner(
     workers: int = 2,
     queue_size: int | None = None,
     gpu_crops: bool | None = None,
+    triton_url: str | None = None,
+    triton_model: str | None = None,
 ) -> FrameRefiner:
     """Open a refiner model for a detector's classes; the one place a FrameRefiner is put together.
 
@@ -57,7 +59,7 @@ def build_frame_refiner(
     spec = read_model_spec(model_path)
     names = (*spec.class_names, OTHER_CLASS) if detector_class_names is None else tuple(detector_class_names)
     mapping = ClassMapping.by_name(names, spec.class_names)
-    runtime = open_backend(backend, model_path, device, max_batch=max_batch)
+    runtime = open_backend(backend, model_path, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model)
     # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
     use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and takes_device_tensors(runtime)
     if use_gpu_crops:

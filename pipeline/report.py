@@ -71,6 +71,12 @@ def format_run_summary(summary: dict[str, Any]) -> str:
             f"IoU with the detector's box: mean {change['iou_detector_vs_refined']['mean']:.3f}, "
             f"min {change['iou_detector_vs_refined']['min']:.3f}"
         )
+    server = (summary.get("refiner") or {}).get("server")
+    if server and server.get("requests"):
+        lines.append(
+            f"triton {server['model']} at {server['url']}: {server['requests']} requests in {server['batches']} batches, "
+            f"mean queue {server['queue_ms_mean']:.1f} ms, compute {server['compute_ms_mean']:.1f} ms per request"
+        )
     return "\n".join(lines)
 
 

@@ -73,6 +73,8 @@ class RunConfig:
     min_free_mb: float = 100.0  # refuse to start with less free space than this where outputs go
     more_sources: tuple[str, ...] = ()  # the streams after the first: a run of many streams (pipeline.run_streams)
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS  # many streams: a cycle closes this long after its first frame
+    triton_url: str | None = None  # --backend triton: the server's gRPC HOST:PORT
+    triton_model: str | None = None  # --backend triton: the served model (None: the refiner file's stem)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -90,6 +92,8 @@ class RunConfig:
             raise UsageError("--min-size must be non-negative")
         if self.batch_timeout_ms < 0:
             raise UsageError("--batch-timeout-ms must be non-negative")
+        if (self.backend == "triton") != (self.triton_url is not None):
+            raise UsageError("--backend triton and --triton-url HOST:PORT go together; pass both or neither")
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,7 @@ def run(config: RunConfig, detector: Detector | None = None, source: FrameSource
     summary["refinement_change"] = changes.summary()
     summary["source"].update(source.health())
     summary["frames"]["lost"] = source.frames_lost
+    add_server_statistics(summary, refiner)
     if source.ended_early:
         summary["warnings"] = [f"{source.description} stopped decoding after {pipeline.frames_read} of its "
                                f"{source.frame_count} frames (truncated or corrupt); results cover the frames before"]
@@ -199,6 +204,7 @@ def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRe
             config.refiner or default_refiner(), detector.class_names, backend=config.backend, device=device,
             max_batch=config.max_batch, min_size=config.min_size, policy=config.policy, flip_tta=config.flip_tta,
             iterations=config.iterations, workers=config.workers, queue_size=config.queue_size, gpu_crops=config.gpu_crops,
+            triton_url=config.triton_url, triton_model=config.triton_model,
         )
     except ValueError as error:  # e.g. --policy gate with a refiner that does not predict IoU
         if isinstance(error, ClassMappingError | BackendError):
@@ -316,6 +322,17 @@ def _refiner_summary(config: RunConfig, refiner: FrameRefiner | None, device: st
         "class_mapping": refiner.mapping.describe(),
         "cropper": type(refiner.cropper).__name__,
     }
+
+
+def add_server_statistics(summary: dict[str, Any], refiner: FrameRefiner | None) -> None:
+    """A served refiner's queue and compute time on the server (Triton), as summary["refiner"]["server"]."""
+    statistics = getattr(refiner.backend if refiner else None, "server_statistics", None)
+    if statistics is None:
+        return
+    try:
+        summary["refiner"]["server"] = statistics()
+    except BackendError as error:
+        summary.setdefault("warnings", []).append(f"no server statistics: {error}")
 
 
 def _close_all(resources: list[Any]) -> None:

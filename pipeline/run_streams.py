@@ -36,6 +36,7 @@ from pipeline.run import (
     _close_all,
     _open_detector,
     _open_refiner,
+    add_server_statistics,
     _refiner_summary,
     _results,
     _run_until_done,
@@ -121,6 +122,7 @@ def run_streams(config: RunConfig, detector: Detector | None = None, sources: Se
     summary["refinement_change"] = changes.summary()
     summary.update(_stream_results(mux, started, elapsed, refiner, cycle_calls))
     _judge_streams(summary, mux)
+    add_server_statistics(summary, refiner)
     try:
         if not summary["unfinished_stages"]:
             _close_all([jsonl, *videos, *shared, *windows, *((refiner.cropper, refiner.backend) if refiner else ())])

@@ -104,3 +104,29 @@ def test_unknown_backbone_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--backbones", "b0,b9"])
     assert exit_info.value.code == 2 and "choose from b0,b1,b2,b3,b4,lite0,lite1,lite2" in capsys.readouterr().err
+
+
+def test_triton_repo_holds_the_built_onnx_and_engine_with_parsing_configs(tmp_path, capsys):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    spec = RefinerSpec(backbone="efficientnet_b0", input_size=128, class_names=("person", "car"))
+    checkpoint = save_refiner(random_refiner(spec), tmp_path / "refiner-person-trained.safetensors")
+    out, repo = tmp_path / "out", tmp_path / "repo"
+    arguments = ["--refiner", str(checkpoint), "--out", str(out), "--max-batch", "4", "--compute-capability", "sm86,sm120"]
+    assert main([*arguments, "--triton-repo", str(repo)]) == 0
+    assert "triton model refiner-person-trained-trt: " in capsys.readouterr().out
+    onnx_model, engine_model = repo / "refiner-person-trained", repo / "refiner-person-trained-trt"
+    assert (onnx_model / "1" / "model.onnx").read_bytes() == (out / "refiner-person-trained.onnx").read_bytes()
+    assert (engine_model / "1" / "model.plan").read_bytes() == (out / "refiner-person-trained.engine").read_bytes()
+    configs = [
+        text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        for folder in (onnx_model, engine_model)
+    ]
+    assert [config.platform for config in configs] == ["onnxruntime_onnx", "tensorrt_plan"]
+    assert dict(configs[1].cc_model_filenames) == {"8.6": "model.plan", "12.0": "model.plan"}
+    for config in configs:
+        assert config.max_batch_size == 4
+        inputs = [(tensor.name, list(tensor.dims)) for tensor in config.input]
+        assert inputs == [("crops", [128, 128, 3]), ("vectors", [spec.vector_size])]
+        assert RefinerSpec.from_json(config.parameters["bbrefinement.spec"].string_value) == spec

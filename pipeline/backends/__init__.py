@@ -3,7 +3,8 @@
 The runtimes are imported inside `open_backend`, so importing this package needs neither
 onnxruntime nor tensorrt (and pipeline.onnx_export can import BackendError from here).
 Backend classes: pipeline.backends.tensorrt.TensorRTBackend, pipeline.backends.onnxruntime.
-OnnxRuntimeBackend, pipeline.backends.torch.TorchBackend.
+OnnxRuntimeBackend, pipeline.backends.torch.TorchBackend, pipeline.backends.triton.TritonBackend (a client:
+`auto` never picks it, it needs a server's URL).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pipeline.backends.base import BackendError, RefinerBackend
 
 __all__ = ["KINDS", "BackendError", "RefinerBackend", "open_backend"]
 
-KINDS = ("auto", "tensorrt", "onnxruntime", "torch")
+KINDS = ("auto", "tensorrt", "onnxruntime", "torch", "triton")
 MODEL_SUFFIXES = (".safetensors", ".onnx", ".engine")
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,22 @@ class _Unavailable(BackendError):
 
 
 def open_backend(
-    kind: str, model_path: Path, device: str | None = None, max_batch: int = 32, *, cuda_graphs: bool = False
+    kind: str,
+    model_path: Path,
+    device: str | None = None,
+    max_batch: int = 32,
+    *,
+    cuda_graphs: bool = False,
+    triton_url: str | None = None,
+    triton_model: str | None = None,
 ) -> RefinerBackend:
     """Open a runtime for a checkpoint (.safetensors), an ONNX file or a TensorRT engine (with its sidecar).
 
     `auto` tries TensorRT (an engine for this model, the flavour that built it and a GPU), then ONNX Runtime (CUDA
     provider when usable, else CPU; a checkpoint is exported to ONNX once, cached by content hash
     under engines/cache/), then torch. `cuda_graphs` applies to the torch backend on CUDA only.
+    `triton`: the model `triton_model` (default: the model file's stem, the name build_engine.py
+    --triton-repo gives it) on the server at `triton_url`, which must serve the model file's spec.
     """
     if kind not in KINDS:
         raise BackendError(f"backend {kind!r} is not one of {', '.join(KINDS)}")
@@ -42,6 +52,8 @@ def open_backend(
         raise BackendError(f"model file {model_path} is not a {', '.join(MODEL_SUFFIXES)} file")
     if not model_path.is_file():
         raise BackendError(f"model file {model_path} does not exist")
+    if kind == "triton":
+        return _open_triton(model_path, triton_url, triton_model, max_batch)
     if kind != "auto":
         return _OPENERS[kind](model_path, device, max_batch, cuda_graphs)
     reasons = []
@@ -112,6 +124,15 @@ def _open_torch(model_path: Path, device: str | None, max_batch: int, cuda_graph
     if model_path.suffix != ".safetensors":
         raise _Unavailable(f"the torch backend needs the .safetensors checkpoint, not {model_path.name}")
     return TorchBackend.from_checkpoint(model_path, device, max_batch, cuda_graphs)
+
+
+def _open_triton(model_path: Path, url: str | None, model: str | None, max_batch: int) -> RefinerBackend:
+    from pipeline.artifacts import read_model_spec
+    from pipeline.backends.triton import TritonBackend
+
+    if not url:
+        raise BackendError("the triton backend needs the server's gRPC address; pass --triton-url HOST:PORT")
+    return TritonBackend(url, model or model_path.stem, read_model_spec(model_path), max_batch)
 
 
 _OPENERS: dict[str, Callable[[Path, str | None, int, bool], RefinerBackend]] = {
