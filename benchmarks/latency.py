@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> None:
         "engine_builds": builds,
         "settings": {
             "backend": args.backend,
-            "device": str(getattr(backend, "device", "cpu")),
+            "device": str(backend.device),
             "frame": [width, height],
             "frames": args.frames,
             "warmup": args.warmup,
@@ -213,7 +213,7 @@ def measure(
     single, pool = CpuCropper(spec.input_size, workers=1), CpuCropper(spec.input_size, workers=workers)
     mapping = ClassMapping.by_name(CLASS_NAMES, spec.class_names)
     refiner = FrameRefiner(backend, mapping, CpuCropper(spec.input_size, workers=workers))
-    on_cuda = getattr(backend, "device", "cpu") == "cuda"
+    on_cuda = backend.device == "cuda"
     samples: dict[str, list[float]] = defaultdict(list)
     try:
         for index in tqdm(range(warmup + frames), desc=f"{spec.name}, {count} boxes", unit="frame", leave=False):

@@ -64,7 +64,7 @@ def open_backend(
             (log.info if isinstance(error, _Unavailable) else log.warning)("backend %s skipped: %s", candidate, error)
             reasons.append(f"{candidate}: {error}")
             continue
-        log.info("backend auto -> %s on %s for %s", candidate, getattr(backend, "device", "cpu"), model_path)
+        log.info("backend auto -> %s on %s for %s", candidate, backend.device, model_path)
         return backend
     raise BackendError(f"no backend can run {model_path} ({' | '.join(reasons)})")
 

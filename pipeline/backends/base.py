@@ -21,6 +21,7 @@ class RefinerBackend(ABC):
     """
 
     name: str = "base"
+    device: object = "cpu"  # where it computes: "cpu", or a torch device for the CUDA backends
 
     def __init__(self, spec: RefinerSpec, max_batch: int) -> None:
         self.spec = spec
