@@ -24,7 +24,7 @@ from benchmarks.mixing import refine_all
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.checkpoint import replace_spec
 from pipeline.evaluation import coco_ap
-from pipeline.refine import Calibration, refined_weight
+from pipeline.refine import Calibration, refined_weight, rescored
 
 DEFAULT_TEMPERATURES = (0.01, 0.02, 0.05, 0.1)
 DEFAULT_MARGINS = (0.0, 0.02, 0.05, 0.1, 1.0)  # 1.0: no predicted gain clears it, every box stays
@@ -77,11 +77,10 @@ def main(args: argparse.Namespace) -> None:
 
 def outputs(boxes: dict[str, np.ndarray], calibration: Calibration) -> list[dict]:
     """COCO results the pipeline would write with the blend policy under this calibration."""
-    predicted = boxes["predicted"]
-    weight = refined_weight(np.concatenate([boxes["refined"], predicted], axis=1), "blend", calibration)
+    outputs = np.concatenate([boxes["refined"], boxes["predicted"]], axis=1)  # boxes stand in for the window coordinates
+    weight = refined_weight(outputs, "blend", calibration)
     mixed = boxes["input"] + weight[:, None] * (boxes["refined"] - boxes["input"])
-    fit = np.clip(predicted[:, 0] + weight * (predicted[:, 1] - predicted[:, 0]), 1e-6, 1.0)
-    scores = boxes["scores"] * fit**calibration.score_power
+    scores = rescored(boxes["scores"], outputs, weight, calibration.score_power)
     entries: list[dict] = []
     for image_id in np.unique(boxes["image_id"]):
         rows = boxes["image_id"] == image_id

@@ -30,6 +30,7 @@ from pipeline.class_mapping import ClassMapping
 from pipeline.crops import CpuCropper
 from pipeline.detectors import Detector
 from pipeline.evaluation import coco_ap
+from pipeline.geometry import xywh_to_xyxy
 from pipeline.refine import BLEND_TEMPERATURE, FrameRefiner
 from pipeline.sources import Frame
 
@@ -107,9 +108,8 @@ def best_truth(ground_truth: Any, image_ids: np.ndarray, boxes: np.ndarray) -> t
     best_iou, truth = np.zeros(len(boxes)), np.full_like(boxes, np.nan)
     for image_id in np.unique(image_ids):
         rows = np.flatnonzero(image_ids == image_id)
-        candidates = np.array([a["bbox"] for a in ground_truth.imgToAnns[int(image_id)] if not a.get("iscrowd", 0)], dtype=np.float64)
+        candidates = xywh_to_xyxy([a["bbox"] for a in ground_truth.imgToAnns[int(image_id)] if not a.get("iscrowd", 0)])
         if len(candidates):
-            candidates[:, 2:] += candidates[:, :2]
             best = box_iou(torch.from_numpy(boxes[rows]), torch.from_numpy(candidates)).max(dim=1)
             best_iou[rows], truth[rows] = best.values.numpy(), candidates[best.indices.numpy()]
     return best_iou, truth

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.detectors import Detections, DetectorError
+from pipeline.geometry import xywh_to_xyxy
 from pipeline.sources import Frame
 
 MOT_CLASS_NAMES = ("pedestrian",)  # MOTChallenge det.txt rows carry no class
@@ -70,7 +71,7 @@ def load_mot_detections(path: Path) -> ReplayDetector:
         rows[int(values[0])].append(values[2:7])
     tables = {frame_number: np.array(values) for frame_number, values in rows.items()}
     by_frame = {
-        frame_number: Detections(_xyxy(table[:, :4]), table[:, 4], np.zeros(len(table)), MOT_CLASS_NAMES)
+        frame_number: Detections(xywh_to_xyxy(table[:, :4]), table[:, 4], np.zeros(len(table)), MOT_CLASS_NAMES)
         for frame_number, table in tables.items()
     }
     return ReplayDetector(by_frame, MOT_CLASS_NAMES, one_based_frame_number, f"MOT detections {path}")
@@ -104,7 +105,7 @@ def load_coco_results(path: Path, coco_gt: Path | None = None) -> ReplayDetector
         grouped[result["image_id"]].append(result)
     by_image = {
         image_id: Detections(
-            _xyxy(np.array([r["bbox"] for r in rows], dtype=np.float64).reshape(-1, 4)),
+            xywh_to_xyxy([r["bbox"] for r in rows]),
             np.array([r["score"] for r in rows], dtype=np.float64),
             np.array([class_index[r["category_id"]] for r in rows]),
             class_names,
@@ -140,12 +141,6 @@ def _gt_categories_and_keys(coco_gt: Path) -> tuple[list[tuple[int, str]], Calla
 def one_based_frame_number(frame: Frame) -> int:
     """MOT frame numbers, and COCO image ids when no GT json says otherwise."""
     return frame.index + 1
-
-
-def _xyxy(xywh: np.ndarray) -> np.ndarray:
-    boxes = np.array(xywh, dtype=np.float64)
-    boxes[:, 2:] += boxes[:, :2]
-    return boxes
 
 
 def _gt_image_id(image_ids: dict[str, int], gt_path: Path) -> Callable[[Frame], int]:

@@ -29,6 +29,13 @@ def as_boxes(boxes: np.ndarray | list) -> np.ndarray:
     return array
 
 
+def xywh_to_xyxy(boxes: np.ndarray | list) -> np.ndarray:
+    """COCO's x, y, width, height (N, 4) -> x1, y1, x2, y2 as a new float64 array: the one box-format conversion."""
+    array = as_boxes(boxes).copy()
+    array[:, 2:] += array[:, :2]
+    return array
+
+
 def usable_boxes(boxes: np.ndarray, frame_width: int, frame_height: int) -> np.ndarray:
     """Mask of boxes that can be refined: finite, positive size, overlapping the frame, sane size.
 

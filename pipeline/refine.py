@@ -137,10 +137,6 @@ def mirror_inputs(crops: object, vectors: np.ndarray, num_classes: int) -> tuple
     return mirrored, vectors
 
 
-def concatenate(first: object, second: object) -> object:
-    return concatenate_all([first, second])
-
-
 def concatenate_all(parts: Sequence[object]) -> object:
     """Join crop batches along the batch axis: host arrays or torch tensors."""
     if isinstance(parts[0], np.ndarray):
@@ -148,6 +144,15 @@ def concatenate_all(parts: Sequence[object]) -> object:
     import torch
 
     return torch.cat(list(parts))
+
+
+def rescored(scores: np.ndarray, outputs: np.ndarray, weights: np.ndarray, power: float) -> np.ndarray:
+    """Scores x (predicted IoU of the output box) ** power; the output box's IoU is the two
+    predictions (columns 4, 5) mixed as the boxes were, by `weights`."""
+    if power == 0:
+        return scores
+    fit = np.clip(outputs[:, 4] + weights * (outputs[:, 5] - outputs[:, 4]), 1e-6, 1.0)
+    return scores * fit**power
 
 
 def _copy(crops: object) -> object:
@@ -342,10 +347,8 @@ class FrameRefiner:
         if self.spec.predicts_iou:
             predicted_iou[job.selected] = outputs[:, 4:6]
             if self.calibration.score_power > 0:
-                # The output box's predicted IoU: the two predictions mixed as the boxes were.
-                fit = np.clip(outputs[:, 4] + weights * (outputs[:, 5] - outputs[:, 4]), 1e-6, 1.0)
                 scores = scores.copy()
-                scores[job.selected] = scores[job.selected] * fit ** self.calibration.score_power
+                scores[job.selected] = rescored(scores[job.selected], outputs, weights, self.calibration.score_power)
         status = list(job.status)
         for index, ok in zip(job.selected, accepted, strict=True):
             status[index] = RefineStatus.REFINED if ok else RefineStatus.GATED
@@ -360,7 +363,7 @@ class FrameRefiner:
         if not self.flip_tta or len(vectors) == 0:
             return self.backend.refine(crops, vectors)
         mirrored_crops, mirrored_vectors = mirror_inputs(crops, vectors, self.spec.num_classes)
-        outputs = self.backend.refine(concatenate(crops, mirrored_crops), np.concatenate([vectors, mirrored_vectors]))
+        outputs = self.backend.refine(concatenate_all([crops, mirrored_crops]), np.concatenate([vectors, mirrored_vectors]))
         count = len(vectors)
         return (outputs[:count] + mirror_outputs(outputs[count:])) / 2
 

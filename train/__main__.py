@@ -17,7 +17,7 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, read_spec
 from pipeline.model import RefinerNet
-from pipeline.pretrained import SOURCES
+from pipeline.pretrained import SOURCES, weights_file
 from pipeline.spec import BACKBONES, HEADS, RefinerSpec
 from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import AnnotatedImage, DatasetError, load_images
@@ -83,12 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_spec(args: argparse.Namespace, class_names: tuple[str, ...]) -> RefinerSpec:
     backbone, native = BACKBONES.get(args.backbone.lower(), (args.backbone, 224))
-    pretrained = backbone in SOURCES and not args.no_pretrained
-    source = SOURCES[backbone] if backbone in SOURCES else None
+    source = SOURCES.get(backbone)  # the weights' normalisation holds with and without the weights
     normalisation = {"mean": source.mean, "std": source.std} if source else {}
     return RefinerSpec(backbone=backbone, input_size=args.input_size or native, class_names=class_names,
                        padding=args.padding, use_mixture=not args.no_mixture, predicts_iou=not args.no_quality,
-                       head=args.head, pretrained=source.description if pretrained else "", **normalisation)
+                       head=args.head, pretrained=source.description if source and not args.no_pretrained else "",
+                       **normalisation)
 
 
 def load_datasets(args: argparse.Namespace, split: str) -> tuple[list[AnnotatedImage], tuple[str, ...]]:
@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         RefinerNet(config.spec)  # an unknown backbone, or a head it cannot carry, fails here in one line
+        if config.pretrained:
+            weights_file(SOURCES[config.spec.backbone])  # the weights' package is installed, before any work
     except (ValueError, RuntimeError) as error:
         print(f"error: cannot build a {config.spec.name} refiner: {error}", file=sys.stderr)
         return 2

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from pipeline.geometry import xywh_to_xyxy
+
 
 class DatasetError(ValueError):
     """The annotations or images cannot be used for training."""
@@ -62,12 +64,6 @@ def category_names(coco: dict) -> tuple[tuple[str, ...], dict[int, int]]:
     """Class names in category-id order and a map from COCO category id to class index."""
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     return tuple(c["name"] for c in categories), {c["id"]: i for i, c in enumerate(categories)}
-
-
-def xywh_to_xyxy(boxes: list) -> np.ndarray:
-    array = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    array[:, 2:] += array[:, :2]
-    return array
 
 
 # A detection mostly inside a crowd region is neither a true nor a false positive for COCO: drop it.

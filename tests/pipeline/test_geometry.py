@@ -100,3 +100,11 @@ def test_pairwise_iou_matches_torchvision():
     b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 1)
     expected = box_iou(torch.tensor(a), torch.tensor(b)).diagonal().numpy()
     np.testing.assert_allclose(box_iou_pairs(a, b), expected, atol=1e-9)
+
+
+def test_xywh_to_xyxy_is_a_new_float_array_and_keeps_empty_input_empty():
+    from pipeline.geometry import xywh_to_xyxy
+
+    source = [[10, 20, 5, 8]]
+    np.testing.assert_array_equal(xywh_to_xyxy(source), [[10.0, 20.0, 15.0, 28.0]])
+    assert source == [[10, 20, 5, 8]] and xywh_to_xyxy([]).shape == (0, 4)
