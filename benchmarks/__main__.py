@@ -7,6 +7,8 @@ import importlib
 import sys
 from types import ModuleType
 
+from pipeline.core.errors import BBRefinementError
+
 SUBCOMMANDS = {
     "latency": "per-stage refinement latency per frame, per backbone and box count",
     "fps": "end-to-end pipeline FPS with and without refinement",
@@ -44,7 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv  # the report names the exact command
-    module_of(args.command).main(args)
+    try:
+        module_of(args.command).main(args)
+    except BBRefinementError as error:  # a bad input: its message says what to do
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,14 @@ from benchmarks.coco_eval import coco_results
 from benchmarks.jitter import jittered_detections
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
-from pipeline.class_mapping import ClassMapping
-from pipeline.crops import CpuCropper
-from pipeline.detection_files import ReplayDetector
-from pipeline.detectors import Detections, Detector, open_detector
-from pipeline.evaluation import AP_KEYS, coco_ap, load_ground_truth
-from pipeline.refine import POLICIES, FrameRefiner, Policy, default_policy
-from pipeline.sources import Frame
-from pipeline.spec import RefinerSpec
+from pipeline.core.spec import RefinerSpec
+from pipeline.core.types import Detections, Frame
+from pipeline.data.coco import AP_KEYS, coco_ap, load_ground_truth
+from pipeline.io.detection_files import ReplayDetector
+from pipeline.io.detectors import Detector, open_detector
+from pipeline.refine.class_mapping import ClassMapping
+from pipeline.refine.policy import default_policy, POLICIES, Policy
+from pipeline.refine.refiner import build_frame_refiner
 from train.data import is_validation
 
 VALIDATION_FRACTION = 0.15  # the project's hold-out split, as train/ uses it
@@ -99,26 +99,27 @@ def main(args: argparse.Namespace) -> None:
 
 
 class RepeatCache(RefinerBackend):
-    """Answers a call identical to the previous one (same crops and vectors) from memory.
+    """Answers a batch identical to one of the last few (same crops and vectors) from memory.
 
     Every scored policy refines the same detections of the same image, so their first passes are
     identical calls; only the first is run. Later passes (iterations) differ per policy and run.
+    The base class chunks a call by max_batch, so the cache holds a few chunks, not one call.
     """
 
-    def __init__(self, backend: RefinerBackend) -> None:
+    def __init__(self, backend: RefinerBackend, keep: int = 8) -> None:
         super().__init__(backend.spec, backend.max_batch)
         self.name = backend.name
         self._backend = backend
-        self._last: tuple[bytes, np.ndarray] | None = None
-
-    def refine(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        key = hashlib.sha1(np.ascontiguousarray(crops).tobytes() + np.ascontiguousarray(vectors).tobytes()).digest()
-        if self._last is None or self._last[0] != key:
-            self._last = (key, self._backend.refine(crops, vectors))
-        return self._last[1].copy()
+        self._keep = keep
+        self._answers: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     def _run(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        return self._backend.refine(crops, vectors)
+        key = hashlib.sha1(crops.tobytes() + vectors.tobytes()).digest()
+        if key not in self._answers:
+            self._answers[key] = self._backend.refine(crops, vectors)
+            if len(self._answers) > self._keep:
+                self._answers.popitem(last=False)
+        return self._answers[key].copy()
 
     def close(self) -> None:
         self._backend.close()
@@ -172,10 +173,10 @@ def refine_and_score(
     """
     gt_names, gt_category_ids = category_names(ground_truth)
     to_gt = ClassMapping.by_name(detector.class_names, gt_names).table  # detector class -> GT class index or -1
-    cropper = CpuCropper(backend.spec.input_size)
-    mapping = ClassMapping.by_name(detector.class_names, backend.spec.class_names)
     cached = RepeatCache(backend)
-    refiners = {policy: FrameRefiner(cached, mapping, cropper, policy=policy, **(options or {})) for policy in policies}
+    refiners = {
+        policy: build_frame_refiner(cached, detector.class_names, policy=policy, workers=1, **(options or {})) for policy in policies
+    }
     rescoring = next(iter(refiners.values())).calibration.score_power > 0
     results: dict[str, list[dict]] = {"baseline": [], **{policy: [] for policy in policies}}
     if rescoring:  # the refiner rescores too: also score its boxes under the detector's own scores
@@ -199,7 +200,8 @@ def refine_and_score(
                 if rescoring:
                     results[f"{policy}_boxes_only"] += coco_results(image_id, refined.final_boxes[evaluable], scores, categories)
     finally:
-        cropper.close()
+        for refiner in refiners.values():
+            refiner.cropper.close()
     scores_by_set = {name: coco_ap(ground_truth, entries, image_ids) for name, entries in results.items()}
     return scores_by_set, {policy: dict(counter) for policy, counter in counts.items()}
 

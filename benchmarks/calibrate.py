@@ -22,9 +22,9 @@ from benchmarks.accuracy import add_input_arguments, describe_input, open_inputs
 from benchmarks.coco_eval import coco_results
 from benchmarks.mixing import refine_all
 from benchmarks.report import environment, markdown_table, write_report
-from pipeline.checkpoint import replace_spec
-from pipeline.evaluation import coco_ap
-from pipeline.refine import Calibration, refined_weight, rescored
+from pipeline.data.coco import coco_ap
+from pipeline.model.checkpoint import replace_spec
+from pipeline.refine.policy import Calibration, refined_weight, rescored
 
 DEFAULT_TEMPERATURES = (0.01, 0.02, 0.05, 0.1)
 DEFAULT_MARGINS = (0.0, 0.02, 0.05, 0.1, 1.0)  # 1.0: no predicted gain clears it, every box stays

@@ -1,6 +1,6 @@
-"""Box arrays -> COCO results entries, the input of pipeline.evaluation.coco_ap.
+"""Box arrays -> COCO results entries, the input of pipeline.data.coco.coco_ap.
 
-Scoring itself is pipeline.evaluation's (pycocotools): ground truth with iscrowd=1 is an ignore
+Scoring itself is pipeline.data.coco's (pycocotools): ground truth with iscrowd=1 is an ignore
 region there, so detections on MOTChallenge's ignore boxes and COCO's crowds count neither as true
 nor as false positives.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.evaluation import xyxy_to_xywh
+from pipeline.core.geometry import xyxy_to_xywh
 
 
 def coco_results(image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, category_ids: np.ndarray) -> list[dict]:

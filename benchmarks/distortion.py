@@ -18,13 +18,11 @@ from pycocotools.coco import COCO
 from benchmarks.accuracy import RepeatCache, category_names, read_image, scored_policies, select_images
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
-from pipeline.class_mapping import ClassMapping
-from pipeline.crops import CpuCropper
-from pipeline.detectors import Detections
-from pipeline.evaluation import load_ground_truth
-from pipeline.geometry import box_iou_pairs
-from pipeline.refine import FrameRefiner, Policy, RefineStatus
-from pipeline.sources import Frame
+from pipeline.core.geometry import box_iou_pairs
+from pipeline.core.types import Detections, Frame, RefineStatus
+from pipeline.data.coco import load_ground_truth
+from pipeline.refine.policy import Policy
+from pipeline.refine.refiner import build_frame_refiner
 
 MIN_SIDE = 16.0  # pixels: smaller ground truth is not what this study is about
 
@@ -87,10 +85,8 @@ def refined_ious(
     """IoU with ground truth of every refined GT box, per policy, with the mixture centre distorted by up to d."""
     names, category_ids = category_names(ground_truth)
     class_of = {int(category): index for index, category in enumerate(category_ids)}
-    mapping = ClassMapping.by_name(names, backend.spec.class_names)
-    cropper = CpuCropper(backend.spec.input_size)
     cached = RepeatCache(backend)
-    refiners = {policy: FrameRefiner(cached, mapping, cropper, policy=policy) for policy in policies}
+    refiners = {policy: build_frame_refiner(cached, names, policy=policy, workers=1) for policy in policies}
     rng = np.random.default_rng(seed)
     ious: dict[str, list[np.ndarray]] = {policy: [] for policy in refiners}
     columns = backend.spec.num_classes + np.arange(4)  # cx, cy, w, h in window coordinates
@@ -116,7 +112,8 @@ def refined_ious(
                 kept = np.array([status in (RefineStatus.REFINED, RefineStatus.GATED) for status in refined.status])
                 ious[policy].append(box_iou_pairs(refined.final_boxes[kept], boxes[kept]))
     finally:
-        cropper.close()
+        for refiner in refiners.values():
+            refiner.cropper.close()
     return {policy: np.concatenate(values) if values else np.zeros(0) for policy, values in ious.items()}
 
 

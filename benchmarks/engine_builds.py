@@ -15,8 +15,9 @@ from benchmarks.report import markdown_table
 import torch
 
 from pipeline.backends.tensorrt import CURRENT_TARGET, PORTABLE_TARGETS, BatchProfile, Flavour, build_engine_file, gpu_identity
-from pipeline.model import RefinerNet
-from pipeline.onnx_export import export_onnx, write_sidecar
+from pipeline.model.artifacts import write_sidecar
+from pipeline.model.export import export_onnx
+from pipeline.model.net import RefinerNet
 
 
 def build_and_measure(

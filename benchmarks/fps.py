@@ -1,6 +1,6 @@
 """End-to-end FPS of the threaded pipeline with and without refinement, and of the bare detector.
 
-Both pipeline runs go through pipeline.run with the same detector object and source, so their
+Both pipeline runs go through pipeline.app.run with the same detector object and source, so their
 difference is what refinement costs a real run: with stages overlapping in threads, the added
 time per frame can be far below the refinement latency itself. The bare detector (one call after
 another, no pipeline) shows how much of the frame time is detection.
@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import environment, markdown_table, write_report
+from pipeline.app.run import RunConfig, run
 from pipeline.backends import KINDS
-from pipeline.detectors import Detector, open_detector
-from pipeline.defaults import DefaultModelError, default_detector, default_refiner
-from pipeline.run import RunConfig, run
-from pipeline.sources import open_source
+from pipeline.core.errors import DefaultModelError
+from pipeline.io.detectors import Detector, open_detector
+from pipeline.io.sources import open_source
+from pipeline.model.defaults import default_detector, default_refiner
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="video file, image folder or stream")

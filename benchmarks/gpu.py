@@ -34,11 +34,11 @@ import torch
 from benchmarks.engine_builds import build_and_measure, builds_markdown
 from benchmarks.latency import PAPER_CROP_MS, PAPER_FPS, PAPER_INFER_MS, percentiles, random_boxes
 from benchmarks.report import environment, markdown_table, write_report
-from pipeline.checkpoint import load_refiner
-from pipeline.geometry import crop_windows, mixture_vectors
-from pipeline.model import RefinerNet
-from pipeline.onnx_export import ENGINES_DIR, REPO_ROOT
-from pipeline.spec import paper_spec
+from pipeline.core.geometry import crop_windows
+from pipeline.core.spec import paper_spec
+from pipeline.model.checkpoint import load_refiner
+from pipeline.model.defaults import ENGINES_DIR, REPO_ROOT
+from pipeline.model.net import RefinerNet
 
 SHARED = REPO_ROOT.parent / "shared"
 DEFAULT_CLIP = SHARED / "video" / "one-by-one-person-detection.mp4"
@@ -47,7 +47,7 @@ FALLBACK_DETECTOR = ENGINES_DIR / "demo-detector-yolov8n.pt"
 CUDA_TESTS = (
     "tests/pipeline/backends/test_torch_cuda.py",
     "tests/pipeline/backends/test_tensorrt_backend.py",
-    "tests/pipeline/test_gpu_crops.py",
+    "tests/pipeline/refine/test_gpu_crops.py",
 )
 FRAME = (1280, 720)
 CROP_SIZE = 240  # B1's input: the paper's 32 ms crop figure is for its B1/B3 refiners
@@ -129,7 +129,7 @@ def run_part(name: str, skip_reason: str | None, work: Callable[[], Any]) -> Par
 
 
 def random_model(short: str) -> RefinerNet:
-    from build_engine import random_refiner
+    from pipeline.model.random_init import random_refiner
 
     return random_refiner(paper_spec(short, ("person",)))
 
@@ -191,8 +191,8 @@ def torch_fp16(models: dict[str, Callable[[], RefinerNet]], counts: list[int], i
 
 
 def gpu_crops(counts: list[int], iterations: int) -> list[dict[str, Any]]:
-    from pipeline.crops import CpuCropper
-    from pipeline.gpu_crops import GpuCropper
+    from pipeline.refine.crops import CpuCropper
+    from pipeline.refine.gpu_crops import GpuCropper
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(FRAME[1], FRAME[0], 3), dtype=np.uint8)
@@ -214,7 +214,7 @@ def tensorrt_rtx(
     models: dict[str, Callable[[], RefinerNet]], counts: list[int], iterations: int, work: Path, no_cuda: str | None
 ) -> dict[str, Any]:
     """Build each model's FP16 engine (for this GPU, or the portable targets when dry) and run it where a GPU is."""
-    from pipeline.backends import BackendError
+    from pipeline.core.errors import BackendError
     from pipeline.backends.tensorrt import CURRENT_TARGET, PORTABLE_TARGETS, TensorRTBackend, flavour_named
 
     flavour = flavour_named("rtx")
@@ -247,14 +247,14 @@ def tensorrt_rtx(
 
 def fps(args: argparse.Namespace, refiner: Path, engine: str | None, work: Path, no_cuda: str | None) -> dict[str, Any]:
     """Pipeline FPS on the clip: detect only, refined with torch (CUDA) or ONNX Runtime (CPU), refined with the engine."""
-    from pipeline.detectors import open_detector
-    from pipeline.run import RunConfig, run
+    from pipeline.io.detectors import open_detector
+    from pipeline.app.run import RunConfig, run
 
     clip, note = args.clip, None
     detector_path = args.detector or DEFAULT_DETECTOR
     if not clip.is_file() or not detector_path.is_file():
         # The demo detector finds the generated scenes' classes, which only the synthetic refiner knows.
-        from pipeline.synthetic import write_clip
+        from pipeline.data.synthetic import write_clip
 
         note = f"{clip} or {detector_path} is absent: a generated 1280x720 clip, the demo detector and refiner instead"
         clip, detector_path, engine = work / "synthetic.mp4", FALLBACK_DETECTOR, None

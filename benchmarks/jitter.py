@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from pycocotools.coco import COCO
 
-from pipeline.geometry import as_boxes
+from pipeline.core.geometry import as_boxes
 
 MIN_SIDE = 1.0  # pixels: a jittered box stays a box
 

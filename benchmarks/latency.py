@@ -30,16 +30,15 @@ from tqdm import tqdm
 from benchmarks.engine_builds import builds_markdown
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
-from pipeline.checkpoint import save_refiner
-from pipeline.class_mapping import ClassMapping
-from pipeline.crops import CpuCropper
-from pipeline.detectors import Detections
-from pipeline.geometry import crop_windows, decode, mixture_vectors
-from pipeline.onnx_export import ENGINES_DIR
-from pipeline.refine import FrameRefiner, Policy, accept_refined
-from pipeline.sources import Frame
-from pipeline.spec import RefinerSpec, paper_spec
-from pipeline.synthetic import parse_size
+from pipeline.core.geometry import crop_windows, decode, mixture_vectors
+from pipeline.core.spec import RefinerSpec, paper_spec
+from pipeline.core.types import Detections, Frame
+from pipeline.data.synthetic import parse_size
+from pipeline.model.checkpoint import save_refiner
+from pipeline.model.defaults import ENGINES_DIR
+from pipeline.refine.crops import CpuCropper
+from pipeline.refine.policy import accept_refined, Policy
+from pipeline.refine.refiner import build_frame_refiner
 
 BENCHMARK_MODELS_DIR = ENGINES_DIR / "cache" / "benchmarks"
 CLASS_NAMES = ("person",)
@@ -126,7 +125,7 @@ def engine_builds(models: dict[str, Path], precisions: str) -> list[dict[str, An
     """Build time and size of each model's TensorRT-RTX engine per precision, in a scratch folder (engines are not kept)."""
     from benchmarks.engine_builds import build_and_measure
     from pipeline.backends.tensorrt import flavour_named
-    from pipeline.checkpoint import load_refiner
+    from pipeline.model.checkpoint import load_refiner
 
     wanted = [name.strip() for name in precisions.split(",") if name.strip()]
     if not wanted:
@@ -185,7 +184,7 @@ def crops_only(args: argparse.Namespace, env: dict[str, Any], frame_size: tuple[
 
 def random_checkpoint(short_name: str, models_dir: Path = BENCHMARK_MODELS_DIR) -> Path:
     """A random-init paper backbone saved once (same seed, same file), so its ONNX is exported once."""
-    from build_engine import random_refiner
+    from pipeline.model.random_init import random_refiner
 
     spec = paper_spec(short_name, CLASS_NAMES)
     path = Path(models_dir) / f"{spec.name}-random.safetensors"
@@ -211,8 +210,7 @@ def measure(
     image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
     frame = Frame(0, image, None, "benchmark")
     single, pool = CpuCropper(spec.input_size, workers=1), CpuCropper(spec.input_size, workers=workers)
-    mapping = ClassMapping.by_name(CLASS_NAMES, spec.class_names)
-    refiner = FrameRefiner(backend, mapping, CpuCropper(spec.input_size, workers=workers))
+    refiner = build_frame_refiner(backend, CLASS_NAMES, workers=workers)
     on_cuda = backend.device == "cuda"
     samples: dict[str, list[float]] = defaultdict(list)
     try:

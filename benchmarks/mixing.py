@@ -26,13 +26,13 @@ from torchvision.ops import box_iou
 from benchmarks.accuracy import add_input_arguments, category_names, describe_input, open_inputs, read_image
 from benchmarks.coco_eval import coco_results
 from benchmarks.report import environment, markdown_table, write_report
-from pipeline.class_mapping import ClassMapping
-from pipeline.crops import CpuCropper
-from pipeline.detectors import Detector
-from pipeline.evaluation import coco_ap
-from pipeline.geometry import xywh_to_xyxy
-from pipeline.refine import BLEND_TEMPERATURE, FrameRefiner
-from pipeline.sources import Frame
+from pipeline.core.geometry import xywh_to_xyxy
+from pipeline.core.types import Frame
+from pipeline.data.coco import coco_ap
+from pipeline.io.detectors import Detector
+from pipeline.refine.class_mapping import ClassMapping
+from pipeline.refine.policy import BLEND_TEMPERATURE
+from pipeline.refine.refiner import build_frame_refiner
 
 DEFAULT_WEIGHTS = (0.0, 0.3, 0.5, 0.7, 0.8, 1.0)
 DEFAULT_TEMPERATURES = (0.02, 0.05, 0.1, 0.2)
@@ -73,9 +73,7 @@ def refine_all(ground_truth: Any, images_dir: Path, image_ids: list[int], detect
     """Per evaluable detection: image id, input box, refined box, predicted IoUs, score, category, true IoUs."""
     gt_names, gt_category_ids = category_names(ground_truth)
     to_gt = ClassMapping.by_name(detector.class_names, gt_names).table
-    cropper = CpuCropper(backend.spec.input_size)
-    refiner = FrameRefiner(backend, ClassMapping.by_name(detector.class_names, backend.spec.class_names), cropper,
-                           policy="replace", flip_tta=flip_tta)
+    refiner = build_frame_refiner(backend, detector.class_names, policy="replace", flip_tta=flip_tta, workers=1)
     rows: dict[str, list] = {key: [] for key in ("image_id", "input", "refined", "predicted", "scores", "categories")}
     try:
         for index, image_id in enumerate(image_ids):
@@ -94,7 +92,7 @@ def refine_all(ground_truth: Any, images_dir: Path, image_ids: list[int], detect
                 rows["scores"].append(detections.scores[i])
                 rows["categories"].append(gt_category_ids[to_gt[detections.class_ids[i]]])
     finally:
-        cropper.close()
+        refiner.cropper.close()
     boxes = {key: np.array(value, dtype=np.float64 if key != "image_id" else np.int64) for key, value in rows.items()}
     for key in ("input", "refined", "predicted"):
         boxes[key] = boxes[key].reshape(-1, 2 if key == "predicted" else 4)

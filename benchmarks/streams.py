@@ -1,6 +1,6 @@
 """Many streams, one engine: total and per-stream FPS for 1, 2, 4, 8 ... copies of one clip.
 
-Every run goes through pipeline.run_streams (even one stream, so the figures compare like with
+Every run goes through pipeline.app.run_streams (even one stream, so the figures compare like with
 like) with the same warmed-up detector: N file streams share one detector and one refiner, and
 each cycle's crops go through one batched refiner call. The report shows how throughput, the
 refiner's batch size and its calls per second change with the number of streams. The detector
@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import environment, markdown_table, write_report
+from pipeline.app.run import RunConfig
+from pipeline.app.run_streams import run_streams
+from pipeline.app.streams import DEFAULT_BATCH_TIMEOUT_MS
 from pipeline.backends import KINDS
-from pipeline.defaults import DefaultModelError, default_detector, default_refiner
-from pipeline.detectors import open_detector
-from pipeline.run import RunConfig
-from pipeline.run_streams import run_streams
-from pipeline.sources import Frame, FrameSource, open_source
-from pipeline.streams import DEFAULT_BATCH_TIMEOUT_MS
+from pipeline.core.errors import DefaultModelError
+from pipeline.core.types import Frame
+from pipeline.io.detectors import open_detector
+from pipeline.io.sources import FrameSource, open_source
+from pipeline.model.defaults import default_detector, default_refiner
 
 DEFAULT_SOURCE = Path("assets/one-by-one-person-detection.mp4")
 DEFAULT_START = 70  # the clip's first person walks in at about frame 65: before it there is nothing to refine

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import environment, markdown_table, write_report
-from pipeline.refine import POLICIES
+from pipeline.refine.policy import POLICIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

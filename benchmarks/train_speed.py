@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from benchmarks.report import environment, markdown_table, write_report
-from pipeline.model import RefinerNet
-from pipeline.spec import paper_spec
+from pipeline.core.spec import paper_spec
+from pipeline.model.net import RefinerNet
 from train.loop import freeze_early_stages
 
 

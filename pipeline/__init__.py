@@ -1,7 +1,8 @@
 """BBRefinement-RT: refine an object detector's boxes in real time (Hurtik et al., ICLR 2021 submission).
 
 Public API: `from pipeline import Refiner` (see README "Python API"). Names are imported on first
-use, so `import pipeline.spec` (training, tools) does not pay for OpenCV and the runtimes.
+use, so `import pipeline.core.spec` (training, tools) does not pay for OpenCV and the runtimes.
+Every error a user can cause is a `BBRefinementError`; its subclasses say which input was wrong.
 """
 
 from __future__ import annotations
@@ -11,28 +12,33 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+_ERRORS = ("BBRefinementError", "BackendError", "ClassMappingError", "DefaultModelError", "ModelFileError", "SpecError",
+           "UsageError")
 _EXPORTS = {
-    "Refiner": "pipeline.api",
-    "RefineResult": "pipeline.api",
-    "build_frame_refiner": "pipeline.api",
-    "RefineStatus": "pipeline.refine",
-    "Detections": "pipeline.detectors",
-    "RefinerSpec": "pipeline.spec",
-    "BackendError": "pipeline.backends.base",
-    "ClassMappingError": "pipeline.class_mapping",
-    "DefaultModelError": "pipeline.defaults",
-    "SpecError": "pipeline.spec",
+    "Refiner": "pipeline.refine.api",
+    "RefineResult": "pipeline.refine.api",
+    "build_frame_refiner": "pipeline.refine.refiner",
+    "RefineStatus": "pipeline.core.types",
+    "Detections": "pipeline.core.types",
+    "RefinerSpec": "pipeline.core.spec",
+    **{name: "pipeline.core.errors" for name in _ERRORS},
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from pipeline.api import Refiner, RefineResult, build_frame_refiner
-    from pipeline.backends.base import BackendError
-    from pipeline.class_mapping import ClassMappingError
-    from pipeline.defaults import DefaultModelError
-    from pipeline.detectors import Detections
-    from pipeline.refine import RefineStatus
-    from pipeline.spec import RefinerSpec, SpecError
+    from pipeline.core.errors import (
+        BackendError,
+        BBRefinementError,
+        ClassMappingError,
+        DefaultModelError,
+        ModelFileError,
+        SpecError,
+        UsageError,
+    )
+    from pipeline.core.spec import RefinerSpec
+    from pipeline.core.types import Detections, RefineStatus
+    from pipeline.refine.api import Refiner, RefineResult
+    from pipeline.refine.refiner import build_frame_refiner
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_imports(tmp_path):
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path), str(source)], check=True)
     (wheel,) = tmp_path.glob("bbrefinement_rt-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "pipeline/api.py" in names and "pipeline/backends/onnxruntime.py" in names
+    assert "pipeline/refine/api.py" in names and "pipeline/backends/onnxruntime.py" in names
     assert not any(name.startswith(("tests/", "train/", "benchmarks/")) for name in names)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

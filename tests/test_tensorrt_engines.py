@@ -17,8 +17,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-import build_engine
-from pipeline.backends import BackendError
+from pipeline.backends import build as engine_build
+from pipeline.core.errors import BackendError
 from pipeline.backends.tensorrt import (
     PORTABLE_TARGETS,
     BatchProfile,
@@ -28,9 +28,10 @@ from pipeline.backends.tensorrt import (
     flavour_named,
     parse_targets,
 )
-from pipeline.model import RefinerNet
-from pipeline.onnx_export import export_onnx, file_sha256, read_sidecar
-from pipeline.spec import BACKBONES, RefinerSpec, paper_spec
+from pipeline.core.spec import BACKBONES, RefinerSpec, paper_spec
+from pipeline.model.artifacts import file_sha256, read_sidecar
+from pipeline.model.export import export_onnx
+from pipeline.model.net import RefinerNet
 
 REPO = Path(__file__).resolve().parents[1]
 PERSON_REFINER = next((REPO / "engines").glob("refiner-person-*.safetensors"))
@@ -45,7 +46,7 @@ except TensorRTUnavailable as error:  # requirements.txt pins it: only a broken 
 def build(tmp_path: Path, source: list[str], precision: str, *extra: str) -> Path:
     out = tmp_path / precision
     arguments = [*source, "--precision", precision, "--trt", "rtx", "--max-batch", "32", "--out", str(out), *extra]
-    assert build_engine.main(arguments) == 0
+    assert engine_build.main(arguments) == 0
     (engine,) = out.glob("*.engine")
     return engine
 
@@ -86,7 +87,7 @@ def person_engines(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 def test_committed_person_refiner_builds_a_real_engine(person_engines, precision):
-    from pipeline.checkpoint import read_spec
+    from pipeline.model.artifacts import read_spec
 
     sidecar = check_engine(person_engines[precision], read_spec(PERSON_REFINER), precision)
     assert sidecar["checkpoint"] == str(PERSON_REFINER)

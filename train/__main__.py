@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline.checkpoint import CheckpointError, read_spec
-from pipeline.model import RefinerNet
-from pipeline.pretrained import SOURCES, weights_file
-from pipeline.spec import BACKBONES, HEADS, RefinerSpec
+from pipeline.core.errors import BBRefinementError
+from pipeline.core.spec import BACKBONES, HEADS, RefinerSpec
+from pipeline.model.artifacts import read_spec
+from pipeline.model.net import RefinerNet
+from pipeline.model.pretrained import SOURCES, weights_file
 from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import AnnotatedImage, DatasetError, load_images
 from train.loop import TrainConfig, config_summary, train, warm_startable
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.init is not None:
         try:
             start_spec = read_spec(args.init)  # the spec only; the loop loads the weights
-        except CheckpointError as error:
+        except BBRefinementError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         if not warm_startable(start_spec, config.spec):

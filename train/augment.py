@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.crops import crop_one
-from pipeline.geometry import crop_windows, encode, mixture_vectors
+from pipeline.core.geometry import crop_windows, encode, mixture_vectors
+from pipeline.refine.crops import crop_one
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from pipeline.geometry import xywh_to_xyxy
+from pipeline.core.errors import BBRefinementError
+from pipeline.core.geometry import xywh_to_xyxy
 
 
-class DatasetError(ValueError):
+class DatasetError(BBRefinementError, ValueError):
     """The annotations or images cannot be used for training."""
 
 

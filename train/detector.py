@@ -1,7 +1,7 @@
 """Train the demo's small YOLO detector on synthetic scenes, on CPU, from scratch.
 
 The demo needs a detector whose boxes are decent but loose, so the refiner has something to
-fix; a few CPU minutes of yolov8n on pipeline.synthetic scenes gives exactly that. No
+fix; a few CPU minutes of yolov8n on pipeline.data.synthetic scenes gives exactly that. No
 pretrained weights are used anywhere (nothing may be downloaded), hence `yolov8n.yaml`.
 
     python -m train.detector --out engines/demo-detector-yolov8n.pt
@@ -14,8 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline import synthetic
-from pipeline.ultralytics_offline import import_ultralytics
+from pipeline.data import synthetic
+from pipeline.io.ultralytics_offline import import_ultralytics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

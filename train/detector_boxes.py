@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.detectors import DetectorError, UltralyticsDetector
-from pipeline.sources import Frame
+from pipeline.core.errors import DetectorError
+from pipeline.core.types import Frame
+from pipeline.io.detectors import UltralyticsDetector
 from train.data import DatasetError, category_names, load_coco
 
 

@@ -19,10 +19,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from pipeline.checkpoint import load_refiner, save_refiner
-from pipeline.model import RefinerNet
-from pipeline.pretrained import load_backbone_weights
-from pipeline.spec import RefinerSpec
+from pipeline.core.spec import RefinerSpec
+from pipeline.model.checkpoint import load_refiner, save_refiner
+from pipeline.model.net import RefinerNet
+from pipeline.model.pretrained import load_backbone_weights
 from train.augment import AugmentConfig, Sample, make_sample
 from train.data import AnnotatedImage
 from train.losses import BOX_LOSSES, paired_iou, quality_loss

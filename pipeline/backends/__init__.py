@@ -1,7 +1,8 @@
 """Refinement runtimes behind one interface, and `open_backend`, which picks one for a model file.
 
 The runtimes are imported inside `open_backend`, so importing this package needs neither
-onnxruntime nor tensorrt (and pipeline.onnx_export can import BackendError from here).
+onnxruntime nor tensorrt. The model file arrives as a `ModelFile` (read once, by
+pipeline.model.artifacts) and each runtime gets it, or the artifact derived from it, with its spec.
 Backend classes: pipeline.backends.tensorrt.TensorRTBackend, pipeline.backends.onnxruntime.
 OnnxRuntimeBackend, pipeline.backends.torch.TorchBackend, pipeline.backends.triton.TritonBackend (a client:
 `auto` never picks it, it needs a server's URL).
@@ -13,12 +14,13 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.backends.base import BackendError, RefinerBackend
+from pipeline.backends.base import RefinerBackend
+from pipeline.core.errors import BackendError, ModelFileError
+from pipeline.model.artifacts import ModelFile
 
-__all__ = ["KINDS", "BackendError", "RefinerBackend", "open_backend"]
+__all__ = ["KINDS", "RefinerBackend", "open_backend"]
 
 KINDS = ("auto", "tensorrt", "onnxruntime", "torch", "triton")
-MODEL_SUFFIXES = (".safetensors", ".onnx", ".engine")
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class _Unavailable(BackendError):
 
 def open_backend(
     kind: str,
-    model_path: Path,
+    model: ModelFile | Path,
     device: str | None = None,
     max_batch: int = 32,
     *,
@@ -47,34 +49,30 @@ def open_backend(
     """
     if kind not in KINDS:
         raise BackendError(f"backend {kind!r} is not one of {', '.join(KINDS)}")
-    model_path = Path(model_path)
-    if model_path.suffix not in MODEL_SUFFIXES:
-        raise BackendError(f"model file {model_path} is not a {', '.join(MODEL_SUFFIXES)} file")
-    if not model_path.is_file():
-        raise BackendError(f"model file {model_path} does not exist")
+    model = ModelFile.of(model)
     if kind == "triton":
-        return _open_triton(model_path, triton_url, triton_model, max_batch)
+        return _open_triton(model, triton_url, triton_model, max_batch)
     if kind != "auto":
-        return _OPENERS[kind](model_path, device, max_batch, cuda_graphs)
+        return _OPENERS[kind](model, device, max_batch, cuda_graphs)
     reasons = []
     for candidate, opener in _OPENERS.items():
         try:
-            backend = opener(model_path, device, max_batch, cuda_graphs)
-        except BackendError as error:
+            backend = opener(model, device, max_batch, cuda_graphs)
+        except (BackendError, ModelFileError) as error:
             (log.info if isinstance(error, _Unavailable) else log.warning)("backend %s skipped: %s", candidate, error)
             reasons.append(f"{candidate}: {error}")
             continue
-        log.info("backend auto -> %s on %s for %s", candidate, backend.device, model_path)
+        log.info("backend auto -> %s on %s for %s", candidate, backend.device, model.path)
         return backend
-    raise BackendError(f"no backend can run {model_path} ({' | '.join(reasons)})")
+    raise BackendError(f"no backend can run {model.path} ({' | '.join(reasons)})")
 
 
-def _open_tensorrt(model_path: Path, device: str | None, max_batch: int, cuda_graphs: bool) -> RefinerBackend:
+def _open_tensorrt(model: ModelFile, device: str | None, max_batch: int, cuda_graphs: bool) -> RefinerBackend:
     import torch
 
     from pipeline.backends.tensorrt import TensorRTBackend, TensorRTUnavailable
 
-    engine = _engine_for(model_path)
+    engine = _engine_for(model)
     if device == "cpu" or not torch.cuda.is_available():
         raise _Unavailable("TensorRT needs a CUDA GPU")
     try:
@@ -83,59 +81,66 @@ def _open_tensorrt(model_path: Path, device: str | None, max_batch: int, cuda_gr
         raise _Unavailable(str(error)) from error
 
 
-def _engine_for(model_path: Path) -> Path:
+def _engine_for(model: ModelFile) -> ModelFile:
     """The engine itself, the engine beside an ONNX file, or the engine build_engine.py made from this checkpoint."""
-    from pipeline.onnx_export import ENGINES_DIR, file_sha256, read_sidecar
+    from pipeline.model.defaults import ENGINES_DIR
 
-    if model_path.suffix == ".engine":
-        return model_path
-    if model_path.suffix == ".onnx" and model_path.with_suffix(".engine").is_file():
-        return model_path.with_suffix(".engine")
-    if model_path.suffix == ".safetensors":
-        engine = ENGINES_DIR / f"{model_path.stem}.engine"  # build_engine.py keeps the checkpoint's name
-        if engine.is_file() and read_sidecar(engine).get("checkpoint_sha256") == file_sha256(model_path):
-            return engine
-    raise _Unavailable(f"no engine built from {model_path}; build one: python build_engine.py --refiner CHECKPOINT")
+    if model.kind == ".engine":
+        return model
+    beside = model.path.with_suffix(".engine")
+    if model.kind == ".onnx" and beside.is_file():
+        return ModelFile.read(beside)
+    if model.kind == ".safetensors":
+        built = ENGINES_DIR / f"{model.path.stem}.engine"  # build_engine.py keeps the checkpoint's name
+        if built.is_file():
+            engine = ModelFile.read(built)
+            if engine.sidecar.get("checkpoint_sha256") == model.sha256:
+                return engine
+    raise _Unavailable(f"no engine built from {model.path}; build one: python build_engine.py --refiner CHECKPOINT")
 
 
-def _open_onnxruntime(model_path: Path, device: str | None, max_batch: int, cuda_graphs: bool) -> RefinerBackend:
+def _open_onnxruntime(model: ModelFile, device: str | None, max_batch: int, cuda_graphs: bool) -> RefinerBackend:
     from pipeline.backends.onnxruntime import OnnxRuntimeBackend, onnxruntime
 
     if onnxruntime is None:
         raise _Unavailable("onnxruntime is not installed")
-    return OnnxRuntimeBackend(_onnx_for(model_path), device, max_batch)
+    return OnnxRuntimeBackend(_onnx_for(model), device, max_batch)
 
 
-def _onnx_for(model_path: Path) -> Path:
-    from pipeline.onnx_export import cached_onnx
+def _onnx_for(model: ModelFile) -> ModelFile:
+    """The ONNX file itself, the cached export of a checkpoint, or the ONNX build_engine.py wrote beside an engine.
 
-    if model_path.suffix == ".onnx":
-        return model_path
-    if model_path.suffix == ".safetensors":
-        return cached_onnx(model_path)
-    if model_path.with_suffix(".onnx").is_file():  # build_engine.py writes the ONNX beside the engine
-        return model_path.with_suffix(".onnx")
-    raise _Unavailable(f"no ONNX file beside {model_path}")
+    A derived file was written from this model's spec by this project (export, parity-checked
+    build), so it is paired with that spec instead of being read again.
+    """
+    from pipeline.model.export import cached_onnx
+
+    if model.kind == ".onnx":
+        return model
+    if model.kind == ".safetensors":
+        return ModelFile(cached_onnx(model), model.spec)
+    if model.path.with_suffix(".onnx").is_file():
+        return ModelFile(model.path.with_suffix(".onnx"), model.spec)
+    raise _Unavailable(f"no ONNX file beside {model.path}")
 
 
-def _open_torch(model_path: Path, device: str | None, max_batch: int, cuda_graphs: bool) -> RefinerBackend:
+def _open_torch(model: ModelFile, device: str | None, max_batch: int, cuda_graphs: bool) -> RefinerBackend:
     from pipeline.backends.torch import TorchBackend
 
-    if model_path.suffix != ".safetensors":
-        raise _Unavailable(f"the torch backend needs the .safetensors checkpoint, not {model_path.name}")
-    return TorchBackend.from_checkpoint(model_path, device, max_batch, cuda_graphs)
+    if model.kind != ".safetensors":
+        raise _Unavailable(f"the torch backend needs the .safetensors checkpoint, not {model.path.name}")
+    return TorchBackend.from_checkpoint(model, device, max_batch, cuda_graphs)
 
 
-def _open_triton(model_path: Path, url: str | None, model: str | None, max_batch: int) -> RefinerBackend:
-    from pipeline.artifacts import read_model_spec
+def _open_triton(model: ModelFile, url: str | None, served_name: str | None, max_batch: int) -> RefinerBackend:
     from pipeline.backends.triton import TritonBackend
 
     if not url:
         raise BackendError("the triton backend needs the server's gRPC address; pass --triton-url HOST:PORT")
-    return TritonBackend(url, model or model_path.stem, read_model_spec(model_path), max_batch)
+    return TritonBackend(url, served_name or model.path.stem, model.spec, max_batch)
 
 
-_OPENERS: dict[str, Callable[[Path, str | None, int, bool], RefinerBackend]] = {
+_OPENERS: dict[str, Callable[[ModelFile, str | None, int, bool], RefinerBackend]] = {
     "tensorrt": _open_tensorrt,
     "onnxruntime": _open_onnxruntime,
     "torch": _open_torch,

@@ -6,11 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from pipeline.spec import RefinerSpec
-
-
-class BackendError(RuntimeError):
-    """A runtime cannot be used here (missing package or GPU, or a model built for elsewhere)."""
+from pipeline.core.spec import RefinerSpec
 
 
 class RefinerBackend(ABC):

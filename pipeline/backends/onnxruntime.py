@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends.base import BackendError, RefinerBackend
-from pipeline.onnx_export import BOXES, CROPS, VECTORS, read_onnx_spec
+from pipeline.backends.base import RefinerBackend
+from pipeline.core.errors import BackendError
+from pipeline.model.artifacts import BOXES, CROPS, VECTORS, ModelFile
 
 try:
     import onnxruntime
@@ -29,7 +30,7 @@ def cuda_provider_available() -> bool:
 class OnnxRuntimeBackend(RefinerBackend):
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, device: str | None = None, max_batch: int = 32, threads: int | None = None) -> None:
+    def __init__(self, onnx: ModelFile | Path, device: str | None = None, max_batch: int = 32, threads: int | None = None) -> None:
         """device None picks CUDA when available; `threads` bounds the CPU provider's intra-op pool.
 
         The default pool is half the cores (at least one): the pipeline's reader, detector and
@@ -37,7 +38,8 @@ class OnnxRuntimeBackend(RefinerBackend):
         """
         if onnxruntime is None:
             raise BackendError("onnxruntime is not installed; pip install onnxruntime (or onnxruntime-gpu)")
-        super().__init__(read_onnx_spec(onnx_path), max_batch)
+        onnx = ModelFile.of(onnx)
+        super().__init__(onnx.spec, max_batch)
         self.device = device or ("cuda" if cuda_provider_available() else "cpu")
         if self.device == "cuda" and not cuda_provider_available():
             raise BackendError(
@@ -50,7 +52,7 @@ class OnnxRuntimeBackend(RefinerBackend):
         options.inter_op_num_threads = 1  # the graph is one chain: parallelism lives inside the ops
         options.log_severity_level = 3  # errors only: the provider-assignment chatter is noise in a CLI
         providers = [CUDA_PROVIDER, CPU_PROVIDER] if self.device == "cuda" else [CPU_PROVIDER]
-        self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=providers)
+        self.session = onnxruntime.InferenceSession(str(onnx.path), options, providers=providers)
 
     def _run(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         return self.session.run([BOXES], {CROPS: crops, VECTORS: vectors})[0]

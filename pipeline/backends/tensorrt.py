@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import re
 import threading
 from dataclasses import dataclass
@@ -29,10 +28,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from pipeline.backends.base import BackendError
 from pipeline.backends.torch import TensorInputBackend, resolve_device
-from pipeline.onnx_export import BOXES, CROPS, VECTORS, read_sidecar
-from pipeline.spec import RefinerSpec
+from pipeline.core.errors import BackendError
+from pipeline.core.spec import RefinerSpec
+from pipeline.model.artifacts import BOXES, CROPS, VECTORS, ModelFile
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -254,16 +253,15 @@ class TensorRTBackend(TensorInputBackend):
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: Path, device: str | torch.device | None = None, max_batch: int = 32) -> None:
-        engine_path = Path(engine_path)
-        sidecar = read_sidecar(engine_path)
+    def __init__(self, engine: ModelFile | Path, device: str | torch.device | None = None, max_batch: int = 32) -> None:
+        engine = ModelFile.of(engine)
+        engine_path, sidecar, spec = engine.path, engine.sidecar, engine.spec
         flavour = select_flavour(sidecar.get("tensorrt_flavour", "tensorrt"), to_run=True)
         self.flavour = flavour
         self.device = resolve_device(device or "cuda")
         if self.device.type != "cuda":
             raise BackendError("TensorRT engines run on CUDA only; use --backend onnxruntime on the CPU")
         check_built_for(engine_path, sidecar, flavour, gpu_identity(self.device))
-        spec = RefinerSpec.from_json(json.dumps(sidecar["spec"]))
         trt = flavour.module
         data = engine_path.read_bytes()
         with torch.cuda.device(self.device):

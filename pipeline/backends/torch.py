@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.backends.base import BackendError, RefinerBackend
-from pipeline.checkpoint import load_refiner
-from pipeline.model import RefinerNet
-from pipeline.spec import RefinerSpec
+from pipeline.backends.base import RefinerBackend
+from pipeline.core.errors import BackendError
+from pipeline.core.spec import RefinerSpec
+from pipeline.model.artifacts import ModelFile
+from pipeline.model.checkpoint import load_refiner
+from pipeline.model.net import RefinerNet
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -100,9 +102,9 @@ class TorchBackend(TensorInputBackend):
 
     @classmethod
     def from_checkpoint(
-        cls, path: Path, device: str | torch.device | None = None, max_batch: int = 32, cuda_graphs: bool = False
+        cls, checkpoint: ModelFile | Path, device: str | torch.device | None = None, max_batch: int = 32, cuda_graphs: bool = False
     ) -> TorchBackend:
-        return cls(load_refiner(path), device, max_batch, cuda_graphs)
+        return cls(load_refiner(checkpoint), device, max_batch, cuda_graphs)
 
     def _run_tensors(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         if self._graphs is not None:

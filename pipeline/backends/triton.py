@@ -1,7 +1,7 @@
 """Triton Inference Server client: the refiner's tensors over gRPC to a model build_engine.py --triton-repo wrote.
 
 Why a client backend: one server (and its GPU) can serve many pipelines and batch their calls. The
-spec comes from the served model's config parameters (pipeline.triton_repo), so the crops are cut
+spec comes from the served model's config parameters (pipeline.model.triton_repo), so the crops are cut
 exactly as the served model expects; a server that serves another spec than the caller's refiner
 file is refused at open time, not discovered as wrong boxes. Each call is one synchronous
 `infer` per chunk of at most max_batch crops (the pipeline makes one call per frame or cycle).
@@ -13,15 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backends.base import BackendError, RefinerBackend
-from pipeline.onnx_export import BOXES, CROPS, VECTORS
-from pipeline.spec import RefinerSpec, SpecError
-from pipeline.triton_repo import TRITON_SPEC_KEY
+from pipeline.backends.base import RefinerBackend
+from pipeline.core.errors import BackendError, SpecError
+from pipeline.core.spec import RefinerSpec
+from pipeline.model.artifacts import BOXES, CROPS, VECTORS
+from pipeline.model.triton_repo import TRITON_SPEC_KEY
 
 CONNECT_TIMEOUT_S = 5.0  # readiness and config look-ups: an absent server is reported in seconds
 INFER_TIMEOUT_S = 30.0  # one batch; the server's queue policy rejects sooner when it is saturated
 CONNECT_HINT = "start it or pass --triton-url HOST:PORT / --triton-model NAME"
-# "Request timeout expired": the model's queue policy (pipeline.triton_repo.Batching) rejected it.
+# "Request timeout expired": the model's queue policy (pipeline.model.triton_repo.Batching) rejected it.
 INFER_HINT = "a saturated server rejects requests queued past its timeout: add instances or raise --triton-queue-timeout-ms"
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from build_engine import random_refiner
-from pipeline.onnx_export import export_onnx
-from pipeline.spec import RefinerSpec
-from pipeline.synthetic import write_coco_dataset
+from pipeline.core.spec import RefinerSpec
+from pipeline.data.synthetic import write_coco_dataset
+from pipeline.model.export import export_onnx
+from pipeline.model.random_init import random_refiner
 
 
 @pytest.fixture(scope="module")

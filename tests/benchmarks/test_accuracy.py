@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks.__main__ import main
-from pipeline.spec import RefinerSpec
+from pipeline.core.spec import RefinerSpec
 
 
 def run_accuracy(dataset_and_refiner, tmp_path, *extra: str) -> dict:

@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 
 from benchmarks.coco_eval import coco_results
 from benchmarks.jitter import jittered_detections
-from pipeline.evaluation import coco_ap
+from pipeline.data.coco import coco_ap
 
 PEOPLE = [[10, 10, 60, 150], [200, 40, 80, 200], [400, 300, 120, 160], [600, 100, 50, 90]]
 CROWD = [700, 400, 200, 150]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from benchmarks.__main__ import main
-from build_engine import random_refiner
-from pipeline.onnx_export import export_onnx
-from pipeline.spec import RefinerSpec
-from pipeline.synthetic import write_clip
+from pipeline.core.spec import RefinerSpec
+from pipeline.data.synthetic import write_clip
+from pipeline.model.export import export_onnx
+from pipeline.model.random_init import random_refiner
 
 FRAMES = 4
 

@@ -58,6 +58,6 @@ def test_paper_rows_take_the_box_count_nearest_eight():
 
 
 def test_cuda_tests_exist():
-    from pipeline.onnx_export import REPO_ROOT
+    from pipeline.model.defaults import REPO_ROOT
 
     assert all((REPO_ROOT / path).is_file() for path in CUDA_TESTS)

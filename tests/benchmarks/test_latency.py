@@ -6,10 +6,10 @@ import json
 
 from benchmarks.__main__ import main
 from benchmarks.latency import STAGES
-from build_engine import random_refiner
-from pipeline.checkpoint import save_refiner
-from pipeline.onnx_export import export_onnx
-from pipeline.spec import RefinerSpec
+from pipeline.core.spec import RefinerSpec
+from pipeline.model.checkpoint import save_refiner
+from pipeline.model.export import export_onnx
+from pipeline.model.random_init import random_refiner
 
 TINY = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=("person",))
 

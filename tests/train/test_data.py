@@ -14,7 +14,7 @@ def test_split_is_deterministic_and_near_the_fraction():
 def test_loads_generated_coco_and_skips_tiny_and_crowd(tmp_path):
     import json
 
-    from pipeline.synthetic import write_coco_dataset
+    from pipeline.data.synthetic import write_coco_dataset
 
     annotations = write_coco_dataset(tmp_path, n_images=6, width=160, height=120, seed=0)
     document = json.loads(annotations.read_text())

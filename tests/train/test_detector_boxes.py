@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.spec import RefinerSpec
+from pipeline.core.spec import RefinerSpec
 from tests.train.test_learning import flat_scenes
 from train.data import load_images, match_detections
 from train.loop import RandomBoxes, TrainConfig
@@ -22,7 +22,7 @@ def test_detections_match_the_truth_they_overlap_most_and_crowds_drop_theirs():
 
 
 def test_load_images_attaches_a_results_file(tmp_path):
-    from pipeline.synthetic import write_coco_dataset
+    from pipeline.data.synthetic import write_coco_dataset
 
     annotations = write_coco_dataset(tmp_path, n_images=3, width=160, height=120, seed=0)
     document = json.loads(annotations.read_text())

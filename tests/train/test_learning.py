@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.spec import RefinerSpec
+from pipeline.core.spec import RefinerSpec
 from train.augment import AugmentConfig
 from train.data import AnnotatedImage
 from train.loop import TrainConfig, train

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import load_refiner
-from pipeline.spec import RefinerSpec
+from pipeline.core.spec import RefinerSpec
+from pipeline.model.checkpoint import load_refiner
 from tests.train.test_learning import flat_scenes
 from train.loop import TrainConfig, train
 
@@ -33,8 +33,8 @@ def test_resume_continues_epochs_log_and_minutes(tmp_path: Path):
 def test_init_starts_from_given_weights_and_refuses_another_spec(tmp_path: Path):
     import torch
 
-    from pipeline.checkpoint import save_refiner
-    from pipeline.model import RefinerNet
+    from pipeline.model.checkpoint import save_refiner
+    from pipeline.model.net import RefinerNet
 
     spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=32, class_names=("box",))
     torch.manual_seed(3)
@@ -55,8 +55,8 @@ def test_init_from_another_head_copies_the_shared_weights(tmp_path: Path):
     """A spatial model warm-starts an edges model: backbone, mixture and quality head copied, the box head new."""
     import torch
 
-    from pipeline.checkpoint import save_refiner
-    from pipeline.model import RefinerNet
+    from pipeline.model.checkpoint import save_refiner
+    from pipeline.model.net import RefinerNet
 
     spatial = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("box",), head="spatial")
     torch.manual_seed(3)
@@ -79,8 +79,8 @@ def test_init_with_another_padding_and_size_keeps_the_backbone(tmp_path: Path):
     """Convolutions do not depend on the crop size, so a refiner can be fine-tuned to a new window."""
     import torch
 
-    from pipeline.checkpoint import save_refiner
-    from pipeline.model import RefinerNet
+    from pipeline.model.checkpoint import save_refiner
+    from pipeline.model.net import RefinerNet
 
     torch.manual_seed(3)
     start = save_refiner(RefinerNet(RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("box",),

@@ -42,7 +42,7 @@ def test_a_refiner_that_cannot_be_built_is_a_one_line_error(tiny_coco, tmp_path,
 
 
 def test_fewer_samples_than_a_batch_is_an_error_not_random_weights(tmp_path, capsys):
-    from pipeline.synthetic import write_coco_dataset
+    from pipeline.data.synthetic import write_coco_dataset
     from train.__main__ import main
 
     annotations = write_coco_dataset(tmp_path, n_images=8, width=160, height=120, seed=0)
@@ -53,8 +53,8 @@ def test_fewer_samples_than_a_batch_is_an_error_not_random_weights(tmp_path, cap
 
 
 def test_freezing_early_stages_stops_their_gradients():
-    from pipeline.model import RefinerNet
-    from pipeline.spec import RefinerSpec
+    from pipeline.model.net import RefinerNet
+    from pipeline.core.spec import RefinerSpec
     from train.loop import freeze_early_stages
 
     net = RefinerNet(RefinerSpec(backbone="mobilenetv3_small_050", input_size=32, class_names=("a",)))

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from build_engine import ONNX_TOLERANCE, random_inputs
-from pipeline.backends import BackendError
+from pipeline.backends.build import ONNX_TOLERANCE
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.torch import TorchBackend, batch_buckets
+from pipeline.core.errors import BackendError
+from pipeline.model.random_init import random_inputs
 
 
 @pytest.fixture(params=["torch", "onnxruntime"])

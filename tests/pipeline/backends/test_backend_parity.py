@@ -7,11 +7,12 @@ import os
 import numpy as np
 import pytest
 
-from build_engine import ONNX_TOLERANCE, random_inputs, random_refiner
+from pipeline.backends.build import ONNX_TOLERANCE
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.torch import TorchBackend
-from pipeline.onnx_export import export_onnx
-from pipeline.spec import PAPER_BACKBONES, paper_spec
+from pipeline.core.spec import PAPER_BACKBONES, paper_spec
+from pipeline.model.export import export_onnx
+from pipeline.model.random_init import random_inputs, random_refiner
 
 
 @pytest.fixture(scope="module", params=list(PAPER_BACKBONES))

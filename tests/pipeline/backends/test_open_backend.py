@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from build_engine import random_inputs
-from pipeline import onnx_export
-from pipeline.backends import BackendError, open_backend
-from pipeline.onnx_export import file_sha256, write_sidecar
+from pipeline.backends import open_backend
+from pipeline.core.errors import BackendError, BBRefinementError, ModelFileError
+from pipeline.model import defaults, export
+from pipeline.model.artifacts import file_sha256, write_sidecar
+from pipeline.model.random_init import random_inputs
 
 # TensorRT-RTX is installed everywhere (requirements.txt); without a GPU no engine can run, whatever the flavour.
 no_tensorrt = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where no GPU can run an engine")
@@ -21,8 +22,8 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error
 @pytest.fixture(autouse=True)
 def private_engine_dirs(tmp_path, monkeypatch):
     """Keep the ONNX cache and the engine lookup out of the repository's engines/."""
-    monkeypatch.setattr(onnx_export, "ONNX_CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(onnx_export, "ENGINES_DIR", tmp_path / "engines")
+    monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
     return tmp_path
 
 
@@ -77,7 +78,7 @@ def test_tensorrt_without_the_package_says_so_and_how_to_build(small_model, smal
     ],
 )
 def test_bad_requests_are_one_line_errors(tmp_path, kind, name, message):
-    with pytest.raises(BackendError, match=message) as error:
+    with pytest.raises(BBRefinementError, match=message) as error:
         open_backend(kind, tmp_path / name)
     assert "\n" not in str(error.value)
 
@@ -87,11 +88,19 @@ def test_torch_needs_the_checkpoint(small_onnx):
         open_backend("torch", small_onnx)
 
 
-def test_auto_lists_every_reason_when_nothing_runs_the_file(tmp_path):
+def test_a_corrupt_model_file_is_refused_once_before_any_backend_is_tried(tmp_path):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x00garbage")
-    with pytest.raises(BackendError, match=r"no backend can run .*onnxruntime: .*not a readable ONNX file.*torch: ") as error:
+    with pytest.raises(ModelFileError, match="not a readable ONNX file") as error:
         open_backend("auto", corrupt, "cpu")
+    assert "\n" not in str(error.value)
+
+
+@no_tensorrt
+def test_auto_lists_every_reason_when_nothing_runs_the_file(small_model, tmp_path):
+    engine = fake_engine(tmp_path / "lonely.engine", small_model)  # no GPU, no ONNX beside it, not a checkpoint
+    with pytest.raises(BackendError, match=r"no backend can run .*tensorrt: .*onnxruntime: .*torch: ") as error:
+        open_backend("auto", engine, "cpu")
     assert "\n" not in str(error.value)
 
 

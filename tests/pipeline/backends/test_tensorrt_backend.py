@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-import build_engine
-from build_engine import ENGINE_TOLERANCE, random_inputs
-from pipeline.backends import BackendError, open_backend
+from pipeline.backends import build, open_backend
+from pipeline.backends.build import ENGINE_TOLERANCE
 from pipeline.backends.tensorrt import Flavour, TensorRTBackend, check_built_for, select_flavour
 from pipeline.backends.torch import TorchBackend
-from pipeline.onnx_export import read_sidecar, sidecar_path
+from pipeline.core.errors import BackendError
+from pipeline.core.spec import RefinerSpec
+from pipeline.model.artifacts import read_sidecar, sidecar_path
+from pipeline.model.random_init import random_inputs, random_refiner
 
 gpu_reason = None if torch.cuda.is_available() else "torch sees no CUDA GPU"
 needs_tensorrt_gpu = pytest.mark.skipif(gpu_reason is not None, reason=f"needs a CUDA GPU: {gpu_reason}")
@@ -39,7 +41,8 @@ def rtx_sidecar(**changes) -> dict:
 def test_engine_without_a_gpu_is_a_clear_backend_error(tmp_path):
     engine = tmp_path / "refiner.engine"
     engine.write_bytes(b"engine")
-    sidecar_path(engine).write_text(json.dumps({"spec": {}, **rtx_sidecar()}))
+    spec = RefinerSpec(backbone="efficientnet_b0", input_size=128, class_names=("person",))
+    sidecar_path(engine).write_text(json.dumps({"spec": json.loads(spec.to_json()), **rtx_sidecar()}))
     with pytest.raises(BackendError, match=r"TensorRT-RTX 1\.\S+ needs a CUDA GPU to run; torch sees none"):
         TensorRTBackend(engine)
 
@@ -71,7 +74,7 @@ def engine(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"engine-{request.param}")
     arguments = ["--backbones", "b0", "--max-batch", "8", "--precision", request.param, "--out", str(out)]
     with contextlib.redirect_stderr(io.StringIO()) as stderr:
-        code = build_engine.main([*arguments, "--compute-capability", "current"])
+        code = build.main([*arguments, "--compute-capability", "current"])
     engines = list(out.glob("*.engine"))
     if "differs from torch" in stderr.getvalue():
         pytest.fail(stderr.getvalue().strip())  # built and ran, but computes something else: a real failure
@@ -90,7 +93,7 @@ def test_engine_matches_torch_and_records_where_it_was_built(engine):
     assert sidecar["gpu"]["name"] == torch.cuda.get_device_name() and sidecar["executed"] is True
     backend = open_backend("auto", path)
     assert isinstance(backend, TensorRTBackend) and backend.max_batch == 8
-    model = build_engine.random_refiner(backend.spec)
+    model = random_refiner(backend.spec)
     crops, vectors = random_inputs(backend.spec, 11, seed=4)  # 11 > max batch 8: chunked
     reference = TorchBackend(model, "cpu").refine(crops, vectors)
     assert np.abs(backend.refine(crops, vectors) - reference).max() < ENGINE_TOLERANCE[precision]

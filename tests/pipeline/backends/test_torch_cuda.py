@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from build_engine import ENGINE_TOLERANCE, random_inputs, random_refiner
+from pipeline.backends.build import ENGINE_TOLERANCE
 from pipeline.backends.torch import TorchBackend
-from pipeline.spec import paper_spec
+from pipeline.core.spec import paper_spec
+from pipeline.model.random_init import random_inputs, random_refiner
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
 

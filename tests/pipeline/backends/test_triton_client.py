@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backends import BackendError, open_backend
+from pipeline.backends import open_backend
 from pipeline.backends.triton import TritonBackend
+from pipeline.core.errors import BackendError
 
 REPO = Path(__file__).resolve().parents[3]
 CLIP = REPO / "assets" / "one-by-one-person-detection.mp4"

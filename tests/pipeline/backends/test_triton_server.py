@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.backends import BackendError, open_backend
+from pipeline.backends import open_backend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.triton import TritonBackend
+from pipeline.core.errors import BackendError
 
 pytestmark = pytest.mark.slow
 

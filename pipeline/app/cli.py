@@ -1,0 +1,190 @@
+"""`python -m pipeline --source SRC ...`: detect and refine boxes on a video, camera, stream or folder.
+
+Errors are one line on stderr ("error: what went wrong; what to do") with exit code 2 for bad
+arguments or inputs, 1 for failures while running, 128 + signal number when interrupted
+(130 Ctrl+C, 143 SIGTERM). --debug adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from dataclasses import fields
+from typing import Any
+
+from pipeline.app.report import format_run_summary
+from pipeline.app.run import DETECTIONS_FILE, DEVICES, SUMMARY_FILE, VIDEO_FILE, RunConfig, run
+from pipeline.app.run_streams import format_streams, run_streams, video_name
+from pipeline.backends import KINDS
+from pipeline.core.errors import BBRefinementError, UsageError
+from pipeline.refine.policy import POLICIES
+
+EXIT_USAGE, EXIT_FAILED, EXIT_SIGINT = 2, 1, 130
+DEMO_SOURCES = ("demo", "synthetic")
+# Options that are RunConfig fields under the same name; their defaults live in RunConfig only.
+RUN_OPTIONS = frozenset(field.name for field in fields(RunConfig)) - {"source", "more_sources", "refine"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Detect objects and refine their boxes on a video, camera, stream or image folder.",
+        epilog="exit codes: 0 done, 1 failed while running, 2 bad arguments or inputs, 130 Ctrl+C, 143 SIGTERM",
+    )
+    parser.add_argument(
+        "--source", action="append",
+        help="video file, camera index (0), rtsp/http URL, image folder; 'demo' (the bundled real clip, contact sheet) "
+        "or 'synthetic' (generated clip scored against exact ground truth); repeat it for many streams "
+        "(required, or --sources; no default)",
+    )
+    parser.add_argument(
+        "--sources", type=Path, metavar="FILE",
+        help="a text file of sources, one per line (blank lines and # comments skipped), added after any --source "
+        "(default: none)",
+    )
+    parser.add_argument(
+        "--batch-timeout-ms", type=float,
+        help="many streams: a cycle of frames goes to the refiner when every stream has one, or this long after "
+        f"its first frame (default: {RunConfig.batch_timeout_ms:g})",
+    )
+    parser.add_argument(
+        "--detector", type=Path,
+        help="YOLO model (.pt/.onnx/.engine) or saved detections (COCO results .json, MOT det.txt) "
+        "(default: the committed COCO YOLOv8n, models/yolov8n-coco.pt)",
+    )
+    parser.add_argument(
+        "--refiner", type=Path,
+        help="refiner model, .safetensors, .onnx or .engine (default: the committed engines/refiner-person-*.safetensors)",
+    )
+    parser.add_argument(
+        "--backend", choices=KINDS,
+        help="refiner runtime (default: auto = TensorRT with an engine and a GPU, else ONNX Runtime, else torch; "
+        "triton: a Triton server, see --triton-url)",
+    )
+    parser.add_argument(
+        "--triton-url", metavar="HOST:PORT",
+        help="--backend triton: the server's gRPC address; it must serve the --refiner's spec (default: none)",
+    )
+    parser.add_argument(
+        "--triton-model", metavar="NAME",
+        help="--backend triton: the served model (default: the --refiner file's name without suffix, as build_engine.py "
+        "--triton-repo names it)",
+    )
+    parser.add_argument("--device", choices=DEVICES, help="where models run (default: cuda when available, else cpu)")
+    parser.add_argument("--output", type=Path, help="new or empty folder for the results (default: runs/<timestamp>/)")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames (default: the whole source; demo: 300)")
+    parser.add_argument("--no-refine", action="store_true", help="detector boxes only, a baseline run (default: off)")
+    parser.add_argument(
+        "--min-size", type=float, help="refine only boxes at least this many pixels wide and high (default: 0)"
+    )
+    parser.add_argument(
+        "--policy",
+        choices=POLICIES,
+        help="replace: always use refined boxes; gate: only where the predicted IoU improves; blend: mix the two boxes "
+        "by the predicted gain (default: blend for refiners that predict IoU, else replace)",
+    )
+    parser.add_argument(
+        "--flip-tta", action="store_true", help="also refine the mirrored crop and average, 2x refiner work (default: off)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, help="refine the refined box again, this many passes in all (default: 1)"
+    )
+    parser.add_argument("--workers", type=int, help=f"CPU crop threads (default: {RunConfig.workers})")
+    parser.add_argument(
+        "--gpu-crops",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop on the device with torch (default: on with CUDA when the backend takes device tensors)",
+    )
+    parser.add_argument("--imgsz", type=int, help="detector input size in pixels (default: 640; synthetic demo: 320)")
+    parser.add_argument("--conf", type=float, help="detector confidence threshold (default: 0.25; synthetic demo: 0.1)")
+    parser.add_argument(
+        "--coco-gt", type=Path,
+        help="COCO ground truth json giving class names and image ids for a COCO results --detector (default: none)",
+    )
+    parser.add_argument("--queue-size", type=int, help=f"frames buffered between stages (default: {RunConfig.queue_size})")
+    parser.add_argument(
+        "--min-free-mb", type=float, help="refuse to start with less free disk space for the outputs (default: 100)"
+    )
+    parser.add_argument("--show", action="store_true", help="show annotated frames in a window, q stops (default: off)")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors (default: off)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, sources: Sequence[str], defaults: dict[str, Any] | None = None) -> RunConfig:
+    """`sources`: every stream, as all_sources read them (one: the single-stream run as before).
+
+    Options left unset take `defaults` (the demos' own), then RunConfig's: one place for each default.
+    """
+    first, *more = sources
+    given = {name: value for name, value in vars(args).items() if name in RUN_OPTIONS and value is not None}
+    return RunConfig(source=first, more_sources=tuple(more), refine=not args.no_refine, **{**(defaults or {}), **given})
+
+
+def all_sources(args: argparse.Namespace) -> list[str]:
+    """--source values, then the lines of --sources FILE; a UsageError when there are none."""
+    sources = list(args.source or [])
+    if args.sources is not None:
+        try:
+            lines = Path(args.sources).read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            message = f"cannot read --sources {args.sources} ({error.strerror}); pass a text file, one source per line"
+            raise UsageError(message) from None
+        sources += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not sources:
+        raise UsageError("no source given; pass --source SRC (repeat it for many streams) or --sources FILE")
+    if len(sources) > 1 and set(DEMO_SOURCES) & set(sources):
+        raise UsageError("the demo and synthetic sources run alone; pass one --source for them")
+    return sources
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sources = all_sources(args)
+        if sources[0] in DEMO_SOURCES:
+            from pipeline.app import demo
+
+            return demo.run_demo(config_from_args(args, sources, demo.DEFAULTS[sources[0]]))
+        report = (run_streams if len(sources) > 1 else run)(config_from_args(args, sources))
+    except KeyboardInterrupt:  # Ctrl+C while models load, before the run's own handler is installed
+        print("error: interrupted before the run started", file=sys.stderr)
+        return EXIT_SIGINT
+    except Exception as error:  # every failure becomes one line and an exit code
+        return _fail(error, args.debug)
+    print(format_run_summary(report.summary), file=sys.stderr)
+    if "streams" in report.summary:
+        print(format_streams(report.summary), file=sys.stderr)
+        videos = f"{video_name(0)} .. {video_name(len(report.summary['streams']) - 1)}"
+    else:
+        videos = VIDEO_FILE
+    print(f"outputs: {report.output_dir}/ ({DETECTIONS_FILE}, {videos}, {SUMMARY_FILE})", file=sys.stderr)
+    if report.exit_code:
+        if args.debug and report.failure is not None:
+            traceback.print_exception(report.failure.error)
+        print(f"error: {_first_line(report.summary['error'])}; finished frames are in {report.output_dir}", file=sys.stderr)
+    else:
+        for warning in report.summary.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
+    return report.exit_code
+
+
+def _fail(error: BaseException, debug: bool) -> int:
+    """Report an error that stopped the run before frames flowed; our own errors already say what to do."""
+    if debug:
+        traceback.print_exception(error)
+    if isinstance(error, BBRefinementError):  # ours: the message says what to do
+        print(f"error: {_first_line(str(error))}", file=sys.stderr)
+        return EXIT_USAGE
+    hint = "" if debug else "; rerun with --debug for the traceback"
+    print(f"error: {type(error).__name__}: {_first_line(str(error))}{hint}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else "unknown error"

@@ -1,0 +1,354 @@
+"""Checkpoint (or a random-init paper backbone) -> ONNX -> TensorRT engine, each with a JSON sidecar.
+
+    python build_engine.py --refiner runs/x/refiner.safetensors [--max-batch 32] [--precision fp16|fp32] [--out engines/]
+    python build_engine.py --backbones b0,b1,b2,b3,b4 [--classes person]      # random-init: for speed benchmarks
+    [--trt auto|rtx|tensorrt] [--compute-capability portable|sm75,sm80,...|current] [--triton-repo DIR]
+
+Per model: export <name>.onnx (a checkpoint keeps its file name, a paper backbone gets its spec name; onnx.checker inside), run ONNX Runtime and torch on the same random
+crops (FP32 must agree to 1e-4), then build <name>.engine with one batch profile 1..max:
+with TensorRT-RTX (`tensorrt_rtx`, ahead of time, no GPU needed) for the given compute capabilities,
+or with data-center TensorRT 10.x/11.x where it imports and a GPU is present (`--trt auto` prefers
+it there; a timing cache is kept in the output folder). Strongly typed builds (RTX, 11.x) take an
+FP16 ONNX for --precision fp16. Where the engine can run here (a GPU it was built for), it is
+compared with torch too; otherwise the sidecar says why it was not executed. Sidecars are
+<artifact>.json. Artifacts are overwritten: they are build outputs, reproducible from the
+checkpoint with the command stored in each sidecar. --triton-repo DIR also writes a Triton model
+repository: <name>/ (onnxruntime_onnx, the ONNX file) and, with an engine, <name>-trt/ (tensorrt_plan,
+the engine for each compute capability it was built for); pipeline/model/triton_repo.py.
+The command is `python build_engine.py` (a shim at the repository root); the code lives here, in
+the library, so tests and benchmarks import its tolerances and checks instead of a script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.backends.base import RefinerBackend
+from pipeline.backends.onnxruntime import OnnxRuntimeBackend
+from pipeline.core.errors import BackendError, ModelFileError, SpecError
+from pipeline.backends.tensorrt import (
+    CHOICES,
+    CURRENT_TARGET,
+    PORTABLE_TARGETS,
+    PRECISIONS,
+    BatchProfile,
+    Flavour,
+    TensorRTBackend,
+    TensorRTUnavailable,
+    build_engine_file,
+    gpu_identity,
+    parse_targets,
+    select_flavour,
+    sm_of,
+)
+from pipeline.backends.torch import TorchBackend
+from pipeline.core.spec import BACKBONES, RefinerSpec, paper_spec
+from pipeline.model.artifacts import file_sha256, sidecar_path, write_sidecar
+from pipeline.model.checkpoint import load_refiner
+from pipeline.model.defaults import ENGINES_DIR
+from pipeline.model.export import export_onnx
+from pipeline.model.net import RefinerNet
+from pipeline.model.random_init import random_inputs, random_refiner
+from pipeline.model.triton_repo import Batching, write_triton_repository
+
+ONNX_TOLERANCE = 1e-4  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
+# Engines against FP32 torch: FP32 engines use TF32 convolutions by default, FP16 ones half precision.
+# Sanity bounds for a broken build (wrong channel order, wrong profile), not accuracy claims.
+ENGINE_TOLERANCE = {"fp32": 5e-3, "fp16": 5e-2}
+PARITY_BATCH = 8
+
+
+class ParityError(RuntimeError):
+    """A built artifact computes something other than the torch model it came from."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model came from, in the words of the command that rebuilds it."""
+
+    arguments: tuple[str, ...]
+    checkpoint: Path | None = None
+
+    def stem(self, spec: RefinerSpec) -> str:
+        """Artifact name: a checkpoint keeps its own (refiner-person-...), a paper backbone gets its spec's."""
+        return spec.name if self.checkpoint is None else self.checkpoint.stem
+
+
+def package_versions() -> dict[str, str | None]:
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), **{name: installed(name) for name in ("torch", "timm", "onnx", "onnxruntime")}}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Random crops and the FP32 torch answer that every artifact of one model is compared with."""
+
+    crops: np.ndarray
+    vectors: np.ndarray
+    expected: np.ndarray
+
+    def difference(self, backend: RefinerBackend) -> float:
+        return float(np.abs(backend.refine(self.crops, self.vectors).astype(np.float64) - self.expected).max())
+
+
+def require_parity(artifact: Path, runtime: str, difference: float, tolerance: float) -> None:
+    """A build that computes something else is removed with its sidecar, never left behind for a backend."""
+    if difference > tolerance:
+        artifact.unlink()
+        sidecar_path(artifact).unlink(missing_ok=True)
+        raise ParityError(f"{runtime} differs from torch by {difference:.1e} (> {tolerance:.0e}); {artifact.name} removed")
+
+
+def build_all(models: Iterator[tuple[RefinerNet, Source]], options: argparse.Namespace) -> None:
+    flavour, no_engine = None, None
+    try:
+        flavour = select_flavour(options.trt)
+    except TensorRTUnavailable as error:
+        if options.trt != "auto":
+            raise
+        no_engine = str(error)
+    else:
+        options.trt = flavour.name  # the rebuild command names the flavour auto chose
+    if flavour is not None and CURRENT_TARGET in options.compute_capability and not torch.cuda.is_available():
+        raise TensorRTUnavailable(f"--compute-capability {CURRENT_TARGET} needs a CUDA GPU; torch sees none")
+    options.out.mkdir(parents=True, exist_ok=True)
+    for model, source in models:
+        onnx_path, engine_path = build_one(model, source, options, flavour)
+        if options.triton_repo is not None:
+            write_triton_models(options, source.stem(model.spec), model.spec, onnx_path, engine_path)
+    if no_engine:
+        print(f"no TensorRT engine built: {no_engine}; the ONNX files run with --backend onnxruntime")
+
+
+def write_triton_models(
+    options: argparse.Namespace, name: str, spec: RefinerSpec, onnx_path: Path, engine_path: Path | None
+) -> None:
+    """The model's Triton models; the engine's compute capabilities come from its sidecar (what was really built)."""
+    targets: tuple[str, ...] = ()
+    if engine_path is not None:
+        sidecar = json.loads(sidecar_path(engine_path).read_text(encoding="utf-8"))
+        built_for = sidecar.get("compute_capabilities") or [CURRENT_TARGET]  # None: data-center TensorRT, this GPU
+        targets = tuple(sm_of(sidecar["gpu"]) if target == CURRENT_TARGET else target for target in built_for)
+    batching = Batching(preferred_batch=options.opt_batch, timeout_us=round(options.triton_queue_timeout_ms * 1000))
+    configs = write_triton_repository(
+        options.triton_repo, name, spec, onnx_path, options.max_batch, engine_path, targets, batching
+    )
+    for config in configs:
+        print(f"triton model {config.parent.name}: {config}")
+
+
+def build_one(
+    model: RefinerNet, source: Source, options: argparse.Namespace, flavour: Flavour | None
+) -> tuple[Path, Path | None]:
+    """Returns the ONNX file and the engine (None when no TensorRT built one)."""
+    spec = model.spec
+    crops, vectors = random_inputs(spec, min(PARITY_BATCH, options.max_batch), options.seed)
+    probe = Probe(crops, vectors, TorchBackend(model, "cpu", options.max_batch).refine(crops, vectors))
+    common = {
+        "spec": json.loads(spec.to_json()),
+        "max_batch": options.max_batch,
+        "checkpoint": None if source.checkpoint is None else str(source.checkpoint),
+        "checkpoint_sha256": None if source.checkpoint is None else file_sha256(source.checkpoint),
+        "versions": package_versions(),
+        "rebuild_command": rebuild_command(source, options),
+    }
+    started = time.perf_counter()
+    onnx_path = options.out / f"{source.stem(spec)}.onnx"
+    say_if_overwriting(onnx_path)
+    onnx_path = export_onnx(model, onnx_path, options.max_batch)
+    seconds = time.perf_counter() - started
+    difference = probe.difference(OnnxRuntimeBackend(onnx_path, "cpu", options.max_batch, threads=os.cpu_count()))
+    print(f"{onnx_path.stem}: {_shown(onnx_path)} in {seconds:.1f} s; ONNX Runtime vs torch max |diff| {difference:.1e}")
+    require_parity(onnx_path, "ONNX Runtime", difference, ONNX_TOLERANCE)
+    onnx_fields = {"artifact": onnx_path.name, "precision": "fp32", "profile": None, "tensorrt": None, "gpu": None}
+    write_sidecar(
+        onnx_path, {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference}
+    )
+    if flavour is None:
+        return onnx_path, None
+    build_one_engine(model, onnx_path, common, options, probe, flavour)
+    return onnx_path, onnx_path.with_suffix(".engine")
+
+
+def build_one_engine(
+    model: RefinerNet, onnx_path: Path, common: dict, options: argparse.Namespace, probe: Probe, flavour: Flavour
+) -> None:
+    spec = model.spec
+    engine_path = onnx_path.with_suffix(".engine")
+    say_if_overwriting(engine_path)
+    profile = BatchProfile(1, min(options.opt_batch, options.max_batch), options.max_batch)
+    gpu = gpu_identity(torch.device("cuda")) if torch.cuda.is_available() else None
+    timing_cache = None
+    if not flavour.is_rtx():  # RTX times nothing ahead of time
+        timing_cache = options.out / f"timing-trt{flavour.version}-{sm_of(gpu)}.cache"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        source_onnx = onnx_path
+        if options.precision == "fp16" and flavour.strongly_typed():
+            source_onnx = export_onnx(model, Path(scratch) / f"{spec.name}-fp16.onnx", options.max_batch, fp16=True)
+        source_sha256, source_bytes = file_sha256(source_onnx), source_onnx.stat().st_size
+        built = build_engine_file(
+            flavour,
+            source_onnx,
+            engine_path,
+            spec,
+            options.precision,
+            profile,
+            targets=options.compute_capability,
+            timing_cache=timing_cache,
+        )
+    seconds = time.perf_counter() - started
+    fields = {
+        **common,
+        "artifact": engine_path.name,
+        "precision": options.precision,
+        "profile": profile._asdict(),
+        "tensorrt": flavour.version,
+        "tensorrt_flavour": flavour.name,
+        "compute_capabilities": None if built.targets is None else list(built.targets),
+        "gpu": gpu if not flavour.is_rtx() or CURRENT_TARGET in options.compute_capability else None,
+        "network": {"inputs": built.inputs, "outputs": built.outputs},
+        "serialized_bytes": built.serialized_bytes,
+        "source_onnx_sha256": source_sha256,
+        "source_onnx_bytes": source_bytes,
+        "build_seconds": round(seconds, 2),
+    }
+    write_sidecar(engine_path, fields)  # the backend reads the spec and the build machine from it
+    built_for = ",".join(built.targets) if built.targets else gpu["name"]
+    shown = f"{engine_path.stem}: {_shown(engine_path)} ({options.precision}, {flavour.label}, {built_for}) in {seconds:.1f} s"
+    not_run = engine_not_runnable_reason(flavour, built.targets, gpu)
+    if not_run:
+        print(f"{shown}; not executed: {not_run}")
+        write_sidecar(engine_path, {**fields, "executed": False, "not_executed_because": not_run})
+        return
+    difference = probe.difference(TensorRTBackend(engine_path, "cuda", options.max_batch))
+    print(f"{shown}; engine vs torch max |diff| {difference:.1e}")
+    require_parity(engine_path, f"the {options.precision} engine", difference, ENGINE_TOLERANCE[options.precision])
+    write_sidecar(engine_path, {**fields, "executed": True, "max_abs_difference_vs_torch": difference})
+
+
+def engine_not_runnable_reason(flavour: Flavour, targets: tuple[str, ...] | None, gpu: dict | None) -> str | None:
+    """Why a freshly built engine cannot be compared with torch on this machine (None: it can)."""
+    if gpu is None:
+        return f"{flavour.label} engines run on a CUDA GPU and torch sees none here"
+    if targets is not None and targets != (CURRENT_TARGET,) and sm_of(gpu) not in targets:
+        return f"this GPU ({gpu['name']}, {sm_of(gpu)}) is not among the targets {','.join(targets)}"
+    return None
+
+
+def rebuild_command(source: Source, options: argparse.Namespace) -> str:
+    settings = {
+        "--max-batch": options.max_batch,
+        "--opt-batch": options.opt_batch,
+        "--precision": options.precision,
+        "--trt": options.trt,
+        "--compute-capability": ",".join(options.compute_capability),
+        "--seed": options.seed,
+        "--out": options.out,
+    }
+    arguments = [*source.arguments, *(str(part) for setting in settings.items() for part in setting)]
+    return shlex.join(["python", "build_engine.py", *arguments])
+
+
+def say_if_overwriting(path: Path) -> None:
+    if path.exists():
+        print(f"overwriting {path} (and its sidecar)")
+
+
+def _shown(path: Path) -> str:
+    return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
+
+
+def models_to_build(options: argparse.Namespace) -> Iterator[tuple[RefinerNet, Source]]:
+    """One model at a time, so five backbones never sit in memory together."""
+    if options.refiner is not None:
+        yield load_refiner(options.refiner), Source(("--refiner", str(options.refiner)), options.refiner)
+        return
+    classes = tuple(name.strip() for name in options.classes.split(",") if name.strip())
+    for short in options.backbones:
+        spec = paper_spec(short, classes)
+        yield random_refiner(spec, options.seed), Source(("--backbones", short, "--classes", ",".join(classes)))
+
+
+def parse_backbones(text: str) -> list[str]:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BACKBONES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no backbone list; choose from {','.join(BACKBONES)}")
+    return names
+
+
+def compute_capabilities(text: str) -> tuple[str, ...]:
+    try:
+        return parse_targets(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--refiner", type=Path, help="trained refiner checkpoint (.safetensors)")
+    source.add_argument("--backbones", type=parse_backbones, help="random-init paper backbones, e.g. b0,b1,b2,b3,b4")
+    parser.add_argument("--classes", default="person", help="class names for --backbones, comma-separated (default: person)")
+    parser.add_argument("--max-batch", type=int, default=32, help="largest batch the engine accepts (default: 32)")
+    parser.add_argument("--opt-batch", type=int, default=8, help="batch TensorRT tunes for (default: 8, detections per frame)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="engine precision (default: fp16; ONNX is fp32)")
+    parser.add_argument(
+        "--trt", choices=CHOICES, default="auto", help="TensorRT flavour (default auto: tensorrt on a GPU, else tensorrt_rtx)"
+    )
+    parser.add_argument(
+        "--compute-capability",
+        type=compute_capabilities,
+        default=PORTABLE_TARGETS,
+        help=f"TensorRT-RTX targets, comma-separated, or current (default portable: {','.join(PORTABLE_TARGETS)}; sm75 opt-in)",
+    )
+    parser.add_argument("--out", type=Path, default=ENGINES_DIR, help="output folder (default: engines/)")
+    parser.add_argument(
+        "--triton-repo", type=Path,
+        help="also write a Triton model repository here (ONNX Runtime and TensorRT models; default: none)",
+    )
+    parser.add_argument(
+        "--triton-queue-timeout-ms", type=float, default=Batching.timeout_us / 1000,
+        help="--triton-repo: the server rejects requests queued longer than this "
+        f"(default: {Batching.timeout_us / 1000:g}; a GPU batch takes ms, a CPU one can take 100+)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for random-init weights and parity crops")
+    options = parser.parse_args(argv)
+    if options.triton_queue_timeout_ms <= 0:
+        parser.error("--triton-queue-timeout-ms must be positive")
+    if options.max_batch < 1 or options.opt_batch < 1:
+        parser.error("--max-batch and --opt-batch must be at least 1")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_arguments(argv)
+    try:
+        build_all(models_to_build(options), options)
+    except (ModelFileError, SpecError, TensorRTUnavailable) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (BackendError, ParityError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

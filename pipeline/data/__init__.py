@@ -1,0 +1,1 @@
+"""Data for demos and scoring: the synthetic scene generator and COCO AP helpers."""

@@ -1,0 +1,42 @@
+"""COCO AP with pycocotools, quietly, as fractions under flat keys (used by the demo and benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def load_ground_truth(annotations: Path | dict) -> COCO:
+    """A pycocotools COCO object from a path or an already-parsed document, without its prints."""
+    document = json.loads(Path(annotations).read_text()) if not isinstance(annotations, dict) else annotations
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO()
+        ground_truth.dataset = document
+        ground_truth.createIndex()
+    return ground_truth
+
+
+def coco_ap(ground_truth: COCO, results: list[dict], image_ids: list[int] | None = None) -> dict[str, float]:
+    """AP, AP50, AP75 and AP by size for COCO results dicts (image_id, category_id, bbox xywh, score).
+
+    No results at all is AP 0, not an error, so a detector that finds nothing is still scored.
+    """
+    if not results:
+        return {key: 0.0 for key in AP_KEYS}
+    with contextlib.redirect_stdout(io.StringIO()):
+        detections = ground_truth.loadRes(results)
+        evaluator = COCOeval(ground_truth, detections, "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {key: float(max(value, 0.0)) for key, value in zip(AP_KEYS, np.asarray(evaluator.stats[:6]))}

@@ -1,0 +1,1 @@
+"""Per-frame refinement: class mapping, croppers, acceptance policy, FrameRefiner and its one builder, the public Refiner."""

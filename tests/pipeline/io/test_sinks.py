@@ -1,0 +1,127 @@
+"""Sinks: JSONL per frame (flushed), annotated video, atomic summary, progress output."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.core.types import Detections, Frame, FrameResult, RefinedDetections, RefineStatus
+from pipeline.io.sinks import (
+    DETECTOR_COLOUR,
+    REFINED_COLOUR,
+    AnnotatedVideoSink,
+    JsonlSink,
+    ProgressSink,
+    draw_result,
+    frame_record,
+    write_summary,
+)
+
+NAMES = ("person", "car")
+
+
+def result(index: int = 0, size: tuple[int, int] = (64, 96)) -> FrameResult:
+    detections = Detections([[10, 10, 40, 50], [50, 5, 90, 30]], [0.9, 0.4], [0, 1], NAMES)
+    objects = RefinedDetections(
+        detections,
+        np.array([[12, 11, 38, 47], [np.nan] * 4]),
+        (RefineStatus.REFINED, RefineStatus.UNMAPPED),
+        np.array([[0.7, 0.85], [np.nan, np.nan]]),
+    )
+    return FrameResult(Frame(index, np.full((*size, 3), 30, np.uint8), index / 10, f"clip.mp4#{index}"), objects)
+
+
+def test_frame_record_holds_both_boxes_status_and_predicted_iou():
+    record = frame_record(result(3))
+    assert record["frame"] == 3 and record["timestamp"] == pytest.approx(0.3) and record["name"] == "clip.mp4#3"
+    person, car = record["objects"]
+    assert person == {
+        "class": "person",
+        "score": pytest.approx(0.9),
+        "output_score": pytest.approx(0.9),
+        "detector_box": [10.0, 10.0, 40.0, 50.0],
+        "refined_box": [12.0, 11.0, 38.0, 47.0],
+        "status": "refined",
+        "predicted_iou": {"input": 0.7, "refined": 0.85},
+    }
+    assert car["refined_box"] is None and car["status"] == "unmapped" and car["predicted_iou"] is None
+    json.dumps(record, allow_nan=False)
+
+
+def test_jsonl_has_one_flushed_line_per_frame_before_close(tmp_path):
+    sink = JsonlSink(tmp_path / "detections.jsonl")
+    for index in range(3):
+        sink.write(result(index))
+        lines = (tmp_path / "detections.jsonl").read_text().splitlines()
+        assert len(lines) == index + 1 and json.loads(lines[-1])["frame"] == index
+    sink.close()
+
+
+def test_jsonl_never_overwrites(tmp_path):
+    (tmp_path / "detections.jsonl").write_text("old run\n")
+    with pytest.raises(FileExistsError):
+        JsonlSink(tmp_path / "detections.jsonl")
+
+
+def test_drawing_uses_one_colour_per_box_kind():
+    canvas = draw_result(result().frame.image, result())
+    assert tuple(canvas[30, 10]) == DETECTOR_COLOUR  # left edge of the detector box
+    assert tuple(canvas[30, 12]) == REFINED_COLOUR  # left edge of the refined box
+    assert tuple(canvas[20, 50]) == DETECTOR_COLOUR  # unrefined car: detector box only
+    assert (result().frame.image == 30).all()  # the frame itself is not drawn on
+
+
+def test_frames_with_room_get_a_legend_and_class_score_labels():
+    plain = result(size=(360, 640))
+    canvas = draw_result(plain.frame.image, plain)
+    assert tuple(canvas[20, 20]) == DETECTOR_COLOUR and tuple(canvas[37, 20]) == REFINED_COLOUR  # legend swatches
+    assert (canvas[10:48, 8:186] == 0).any() and (canvas[10:48, 8:186] == 255).any()  # black panel, white words
+    # A label: a filled orange tag above the box's top-left corner, with dark text on it ("car 0.40").
+    detections = Detections([[300, 100, 400, 200]], [0.4], [1], NAMES)
+    car = FrameResult(plain.frame, RefinedDetections.untouched(detections, RefineStatus.UNMAPPED))
+    tag = draw_result(car.frame.image, car)[88:99, 302:340].reshape(-1, 3)
+    assert (tag == DETECTOR_COLOUR).all(axis=1).mean() > 0.3 and (tag < 60).all(axis=1).any()
+    assert tuple(draw_result(result().frame.image, result())[25, 25]) == (30, 30, 30)  # a thumbnail gets no legend
+
+
+def test_annotated_video_has_every_frame(tmp_path):
+    sink = AnnotatedVideoSink(tmp_path / "annotated.mp4", fps=None)
+    for index in range(5):
+        sink.write(result(index))
+    sink.close()
+    capture = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (96, 64)
+    capture.release()
+
+
+def test_summary_is_replaced_atomically(tmp_path):
+    path = tmp_path / "summary.json"
+    write_summary(path, {"status": "running", "frames": 1})
+    write_summary(path, {"status": "completed", "frames": 2})
+    assert json.loads(path.read_text()) == {"status": "completed", "frames": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left behind
+
+
+def test_progress_for_streams_is_a_live_fps_line(monkeypatch):
+    clock = iter(np.arange(0.0, 100.0, 0.6))
+    monkeypatch.setattr("pipeline.io.sinks.time.monotonic", lambda: float(next(clock)))
+    stream = io.StringIO()
+    progress = ProgressSink(None, dropped=lambda: 7, stream=stream)
+    for _ in range(4):
+        progress.write(result())
+    progress.close()
+    assert "FPS" in stream.getvalue() and "7 dropped" in stream.getvalue()
+
+
+def test_progress_for_files_is_a_bar():
+    stream = io.StringIO()
+    progress = ProgressSink(3, dropped=lambda: 0, stream=stream)
+    for _ in range(3):
+        progress.write(result())
+    progress.close()
+    assert "3/3" in stream.getvalue()
