@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from pipeline.backends.torch import TensorInputBackend, resolve_device
-from pipeline.core.errors import BackendError
+from pipeline.core.errors import BackendError, UsageError
 from pipeline.core.spec import RefinerSpec
 from pipeline.model.artifacts import BOXES, CROPS, VECTORS, ModelFile
 
@@ -149,9 +149,9 @@ def parse_targets(text: str) -> tuple[str, ...]:
     names = [target for name in names for target in (PORTABLE_TARGETS if name == "portable" else (name,))]
     unknown = [name for name in names if name not in (*RTX_TARGETS, CURRENT_TARGET)]
     if unknown or not names:
-        raise ValueError(f"{text!r}: choose from {', '.join(RTX_TARGETS)}, portable or {CURRENT_TARGET} (TensorRT-RTX has no sm90)")
+        raise UsageError(f"{text!r}: choose from {', '.join(RTX_TARGETS)}, portable or {CURRENT_TARGET} (TensorRT-RTX has no sm90)")
     if CURRENT_TARGET in names and len(names) > 1:
-        raise ValueError(f"{CURRENT_TARGET!r} cannot be combined with other targets")
+        raise UsageError(f"{CURRENT_TARGET!r} cannot be combined with other targets")
     return tuple(dict.fromkeys(names))
 
 

@@ -15,6 +15,7 @@ import timm
 import torch
 from torch import nn
 
+from pipeline.core.errors import SpecError
 from pipeline.core.spec import RefinerSpec
 
 SPATIAL_CHANNELS = 32  # channels per grid cell the spatial head keeps
@@ -63,7 +64,7 @@ def stride_stage(backbone: nn.Module, stride: int) -> tuple[int, int]:
         module = str(info.get("module", ""))
         if info.get("reduction") == stride and module.startswith("blocks."):
             return int(module.split(".")[1]), int(info["num_chs"])
-    raise ValueError(f"the edges head needs a timm EfficientNet/MobileNet backbone with a stride-{stride} stage; "
+    raise SpecError(f"the edges head needs a timm EfficientNet/MobileNet backbone with a stride-{stride} stage; "
                      f"{type(backbone).__name__} has none; use --head spatial")
 
 
@@ -205,7 +206,7 @@ class RefinerNet(nn.Module):
         actual = self.features(images)[1]
         self.backbone.train(was_training)
         if actual.shape != expected.shape or not torch.allclose(actual, expected, atol=1e-5):
-            raise ValueError(f"the edges head cannot follow {self.spec.backbone}'s forward_features; use --head spatial")
+            raise SpecError(f"the edges head cannot follow {self.spec.backbone}'s forward_features; use --head spatial")
 
     def trunk(self, crops: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """(stride-8 map, final map, embedding) - the maps only where a spatial head needs them.
