@@ -44,6 +44,11 @@ def xyxy_to_xywh(box: np.ndarray | list) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
+def longer_sides(boxes: np.ndarray) -> np.ndarray:
+    """Longer side (px) of each xyxy box: what a calibration's max_box_side compares."""
+    return np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+
 def usable_boxes(boxes: np.ndarray, frame_width: int, frame_height: int) -> np.ndarray:
     """Mask of boxes that can be refined: finite, positive size, overlapping the frame, sane size.
 

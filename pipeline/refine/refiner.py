@@ -24,7 +24,7 @@ import numpy as np
 from pipeline.backends import open_backend
 from pipeline.backends.base import RefinerBackend
 from pipeline.core.errors import UsageError
-from pipeline.core.geometry import crop_windows, decode, mixture_vectors, usable_boxes
+from pipeline.core.geometry import crop_windows, decode, longer_sides, mixture_vectors, usable_boxes
 from pipeline.core.types import Detections, Frame, RefinedDetections, RefineStatus
 from pipeline.model.artifacts import ModelFile
 from pipeline.refine.class_mapping import ClassMapping
@@ -198,12 +198,12 @@ class FrameRefiner:
         """`outputs`: this job's rows of a call already made for many frames (finish_many)."""
         count = len(job.detections)
         outputs = self._infer(job.crops, job.vectors) if outputs is None else outputs
-        weights = refined_weight(outputs, self.policy, self.calibration)
+        inputs = job.detections.boxes[job.selected]
+        weights = refined_weight(outputs, self.policy, self.calibration, longer_sides(inputs))
         accepted = weights > 0
         width, height = job.frame_size
         # A refined box is an object in this frame; the window may reach past the frame edge.
         boxes = np.clip(decode(outputs[:, :4], job.windows), 0, [width, height, width, height])
-        inputs = job.detections.boxes[job.selected]
         boxes = inputs + weights[:, None] * (boxes - inputs)
         refined_boxes = np.full((count, 4), np.nan)
         refined_boxes[job.selected[accepted]] = boxes[accepted]

@@ -29,11 +29,13 @@ from pipeline.backends import open_backend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.triton import TritonBackend
 from pipeline.core.errors import BackendError
+from pipeline.model.artifacts import read_spec
+from pipeline.model.defaults import default_refiner
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
-REFINER = REPO / "engines" / "refiner-person-mobilenetv3_small_100-128-edges.safetensors"
+REFINER = default_refiner()
 OTHER_REFINER = REPO / "engines" / "refiner-synthetic-mobilenetv3_small_100-128.safetensors"
 SERVER_SCRIPT = REPO / "tools" / "pytriton_refiner_server.py"
 VENV = Path.home() / ".cache" / "bbrefinement" / "pytriton-venv"
@@ -161,7 +163,8 @@ def served(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 def random_batch(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    crops = rng.integers(0, 256, (count, 128, 128, 3), dtype=np.uint8)
+    size = read_spec(REFINER).input_size
+    crops = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
     vectors = np.zeros((count, 5), dtype=np.float32)
     vectors[:, 0] = 1.0
     vectors[:, 1:] = rng.uniform(0.3, 0.7, (count, 4))
@@ -199,7 +202,7 @@ def test_triton_backend_matches_in_process_onnxruntime(served):
 
 def test_server_with_another_spec_is_refused(served):
     url, onnx_path = served
-    refused = "serves refiner-mobilenetv3_small_100-128-edges, not refiner-mobilenetv3_small_100-128;"
+    refused = f"serves {read_spec(REFINER).name}, not {read_spec(OTHER_REFINER).name};"
     with pytest.raises(BackendError, match=refused):
         open_backend("triton", OTHER_REFINER, triton_url=url, triton_model=onnx_path.stem)
 

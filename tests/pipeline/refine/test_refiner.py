@@ -279,3 +279,23 @@ def test_a_gain_margin_leaves_boxes_alone_until_the_predicted_gain_clears_it():
     np.testing.assert_array_equal(refined_weight(outputs, "gate", Calibration(gain_margin=0.05)), [0.0, 1.0])
     blended = refined_weight(outputs, "blend", Calibration(blend_temperature=0.01, gain_margin=0.05))
     assert blended[0] < 0.2 and blended[1] > 0.99
+
+
+def test_a_max_box_side_leaves_large_boxes_alone_under_blend_and_gate_but_not_replace():
+    import math
+
+    from pipeline.core.geometry import longer_sides
+    from pipeline.refine.policy import Calibration
+
+    outputs = np.array([[0.2, 0.2, 0.8, 0.8, 0.5, 0.7]] * 2)
+    sides = longer_sides(np.array([[0, 0, 50, 90], [0, 0, 200, 300]], dtype=float))
+    np.testing.assert_array_equal(sides, [90, 300])
+    limited = Calibration(blend_temperature=0.01, max_box_side=128)
+    np.testing.assert_array_equal(refined_weight(outputs, "gate", limited, sides), [1.0, 0.0])
+    blended = refined_weight(outputs, "blend", limited, sides)
+    assert blended[0] > 0.99 and blended[1] == 0.0
+    np.testing.assert_array_equal(refined_weight(outputs, "replace", limited, sides), [1.0, 1.0])
+    assert Calibration.of(RefinerSpec("mobilenetv3_small_050", 64, REFINER_CLASSES, extra=limited.as_extra())) == limited
+    assert Calibration().max_box_side == math.inf
+    with pytest.raises(ValueError, match="box side"):
+        Calibration(max_box_side=0)
