@@ -1,9 +1,10 @@
 """Calibrate a refiner on a real detector's boxes: blend temperature and IoU-aware scores, and a reliability table.
 
 One refiner pass over the detector's boxes of the chosen split, then, for every blend temperature,
-gain margin, largest box side to refine and score power on a grid, the COCO AP of the boxes and scores the pipeline would output. Run on
-the training split with --write, the best setting is stored in the refiner file's spec, so the
-pipeline uses it wherever the file goes; held-out images are for judging it, not for fitting.
+gain margin, largest box side to refine and score power on a grid, the COCO AP of the boxes and
+scores the pipeline would output. Run on the training split with --write, the best setting is
+stored in the refiner file's spec, so the pipeline uses it wherever the file goes; held-out images
+are for judging it, not for fitting.
 
 The reliability table says whether the IoU head knows when to act: per bin of predicted IoU gain
 (refined minus input), how many boxes fall there and the gain they really got; per bin of
@@ -14,7 +15,6 @@ that size really got (the evidence for max_box_side).
 from __future__ import annotations
 
 import argparse
-import math
 import math
 from dataclasses import replace
 from typing import Any
