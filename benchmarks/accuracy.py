@@ -26,7 +26,7 @@ from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
 from pipeline.core.spec import RefinerSpec
 from pipeline.core.types import Detections, Frame
-from pipeline.data.coco import AP_KEYS, coco_ap, load_ground_truth
+from pipeline.data.coco import AP_KEYS, coco_ap, coco_ap_by_class, load_ground_truth
 from pipeline.io.detection_files import ReplayDetector
 from pipeline.io.detectors import Detector, open_detector
 from pipeline.refine.class_mapping import ClassMapping
@@ -61,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip-tta", action="store_true", help="refine the mirrored crop too and average")
     parser.add_argument("--iterations", type=int, default=1, help="refinement passes per box")
     parser.add_argument("--min-size", type=float, default=0.0, help="refine only boxes at least this many px wide and high")
+    parser.add_argument("--per-class", action="store_true", help="also AP per class: input boxes and the headline policy")
 
 
 def open_inputs(args: argparse.Namespace) -> tuple[COCO, list[int], Detector, RefinerBackend]:
@@ -79,7 +80,7 @@ def main(args: argparse.Namespace) -> None:
         if policy not in policies:
             raise SystemExit(f"--policy {policy} needs a refiner that predicts IoU; {args.refiner} does not")
         options = {"flip_tta": args.flip_tta, "iterations": args.iterations, "min_size": args.min_size}
-        scores, counts = refine_and_score(ground_truth, args.images, image_ids, detector, backend, policies, options)
+        scores, counts, entries = refine_and_score(ground_truth, args.images, image_ids, detector, backend, policies, options)
     finally:
         backend.close()
     results = {
@@ -95,6 +96,8 @@ def main(args: argparse.Namespace) -> None:
         "refined": scores[policy],
         **{f"refined_{name}": scores[name] for name in policies},
     }
+    if args.per_class:
+        results["per_class"] = per_class(ground_truth, image_ids, entries["baseline"], entries[policy])
     write_report(args.out, f"Refinement accuracy: {describe_input(args)}", env, results, accuracy_markdown(results, policies))
 
 
@@ -123,6 +126,13 @@ class RepeatCache(RefinerBackend):
 
     def close(self) -> None:
         self._backend.close()
+
+
+def per_class(ground_truth: COCO, image_ids: list[int], baseline: list[dict], refined: list[dict]) -> list[dict[str, Any]]:
+    """Rows per class with ground truth, most boxes first: boxes, input AP, refined AP."""
+    before, after = coco_ap_by_class(ground_truth, baseline, image_ids), coco_ap_by_class(ground_truth, refined, image_ids)
+    rows = [{"class": name, "boxes": before[name]["boxes"], "baseline": before[name]["AP"], "refined": after[name]["AP"]} for name in before]
+    return sorted(rows, key=lambda row: (-row["boxes"], row["class"]))
 
 
 def scored_policies(spec: RefinerSpec) -> tuple[Policy, ...]:
@@ -166,8 +176,9 @@ def refine_and_score(
     backend: RefinerBackend,
     policies: tuple[Policy, ...],
     options: dict[str, Any] | None = None,
-) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, int]]]:
-    """AP of the input boxes ("baseline") and of the refined boxes per policy; refine statuses per policy.
+) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, int]], dict[str, list[dict]]]:
+    """AP of the input boxes ("baseline") and of the refined boxes per policy; refine statuses per
+    policy; the COCO results each AP was computed from.
 
     `options` are FrameRefiner keyword arguments (flip_tta, iterations, min_size).
     """
@@ -203,7 +214,7 @@ def refine_and_score(
         for refiner in refiners.values():
             refiner.cropper.close()
     scores_by_set = {name: coco_ap(ground_truth, entries, image_ids) for name, entries in results.items()}
-    return scores_by_set, {policy: dict(counter) for policy, counter in counts.items()}
+    return scores_by_set, {policy: dict(counter) for policy, counter in counts.items()}, results
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -230,11 +241,17 @@ def accuracy_markdown(results: dict[str, Any], policies: tuple[Policy, ...]) -> 
         rows.append([f"change, {policy}", *(change(refined[m], baseline[m]) for m in AP_KEYS)])
     counts = "; ".join(f"{policy}: {dict(sorted(c.items()))}" for policy, c in results["status_counts"].items())
     options = ", ".join(f"{key} {value}" for key, value in results.get("options", {}).items())
+    by_class = ""
+    if "per_class" in results:
+        class_rows = [[row["class"], row["boxes"], percent(row["baseline"]), percent(row["refined"]), change(row["refined"], row["baseline"])]
+                      for row in results["per_class"]]
+        by_class = (f"\nAP % per class ({results['policy']} policy; a class with few boxes is weak evidence):\n\n"
+                    + markdown_table(["class", "boxes", "input", "refined", "change"], class_rows) + "\n")
     return (
         f"{results['images']} images ({results['split']} split), refiner `{results['refiner']}` on {results['backend']}"
         f" ({options}).\n\n"
         + markdown_table(["boxes", *(f"{m} %" for m in AP_KEYS)], rows)
-        + f"\n\nRefine status per object: {counts}\n"
+        + f"\n\nRefine status per object: {counts}\n" + by_class
     )
 
 

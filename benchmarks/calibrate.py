@@ -4,7 +4,9 @@ One refiner pass over the detector's boxes of the chosen split, then, for every 
 gain margin, largest box side to refine and score power on a grid, the COCO AP of the boxes and
 scores the pipeline would output. Run on the training split with --write, the best setting is
 stored in the refiner file's spec, so the pipeline uses it wherever the file goes; held-out images
-are for judging it, not for fitting.
+are for judging it, not for fitting. Leaving every box alone is always a candidate: where no setting
+beats it, that is what is written, the report's first line says refining does not pay on these
+boxes, and a pipeline run with the file warns.
 
 The reliability table says whether the IoU head knows when to act: per bin of predicted IoU gain
 (refined minus input), how many boxes fall there and the gain they really got; per bin of
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +36,7 @@ from pipeline.refine.policy import Calibration, refined_weight, rescored
 DEFAULT_TEMPERATURES = (0.01, 0.02, 0.05, 0.1)
 DEFAULT_MARGINS = (0.0, 0.02, 0.05, 0.1, 1.0)  # 1.0: no predicted gain clears it, every box stays
 DEFAULT_MAX_BOX_SIDES = (96.0, 128.0, 192.0, math.inf)  # px; inf: every box may move
+LEAVE_ALONE = Calibration(gain_margin=math.inf)  # no predicted gain clears it: every box stays
 DEFAULT_POWERS = (0.0,)  # IoU-aware scores are opt-in (--powers): fitted on YOLOv8n they cost other detectors AP
 GAIN_BINS = (-1.0, -0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05, 1.0)
 IOU_BINS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -77,11 +81,14 @@ def main(args: argparse.Namespace) -> None:
     def ap_of(calibration: Calibration) -> dict[str, float]:
         return {name: coco_ap(ground_truth, outputs(boxes, calibration), image_ids)["AP"] for name, boxes in boxes_of.items()}
 
-    baselines = ap_of(Calibration(gain_margin=1.0))
+    baselines = ap_of(LEAVE_ALONE)
     grid = {setting: ap_of(setting) for setting in settings}
-    gains = {setting: float(np.mean([ap[name] - baselines[name] for name in inputs])) for setting, ap in grid.items()}
-    # Ties go to the simpler setting: larger margin, smaller power, no or a larger size limit.
-    chosen = max(settings, key=lambda s: (round(gains[s], 5), s.gain_margin, -s.score_power, s.max_box_side))
+    # Leaving every box alone is always a candidate, so a refiner that cannot help these boxes is
+    # told so and written that way. Ties go to the simpler setting: larger margin, smaller power,
+    # no or a larger size limit.
+    candidates = {LEAVE_ALONE: baselines, **grid}
+    gains = {setting: float(np.mean([ap[name] - baselines[name] for name in inputs])) for setting, ap in candidates.items()}
+    chosen = max(candidates, key=lambda s: (round(gains[s], 5), s.gain_margin, -s.score_power, s.max_box_side))
     main_input = describe_input(args)
     boxes = boxes_of[main_input]
     results: dict[str, Any] = {
@@ -90,7 +97,8 @@ def main(args: argparse.Namespace) -> None:
         "boxes": len(boxes["scores"]), "baseline_ap": baselines[main_input],
         "grid": [{**setting.__dict__, "ap": ap[main_input], "ap_by_input": ap, "mean_gain": gains[setting]}
                  for setting, ap in grid.items()],
-        "best": {**chosen.__dict__, "ap": grid[chosen][main_input], "ap_by_input": grid[chosen], "mean_gain": gains[chosen]},
+        "best": {**chosen.__dict__, "ap": candidates[chosen][main_input], "ap_by_input": candidates[chosen], "mean_gain": gains[chosen]},
+        "refining_pays": gains[chosen] > 0,
         "current": Calibration.of(spec).__dict__,
         "current_ap": coco_ap(ground_truth, outputs(boxes, Calibration.of(spec)), image_ids)["AP"],
         "reliability": reliability(boxes),
@@ -101,6 +109,17 @@ def main(args: argparse.Namespace) -> None:
         replace_spec(args.refiner, spec.__class__(**{**spec.__dict__, "extra": {**spec.extra, **calibration.as_extra()}}))
         results["written"] = calibration.__dict__
     write_report(args.out, f"Calibration on real boxes: {describe_input(args)}", env, results, calibration_markdown(results))
+    print(verdict(results), file=sys.stderr)
+
+
+def verdict(results: dict[str, Any]) -> str:
+    """One line a user can act on: does refining pay on these boxes, and what the file now does."""
+    best, stored = results["best"], ("written to the refiner file" if "written" in results else "not written (--write)")
+    if not results["refining_pays"]:
+        return (f"refining does not pay on these boxes: no setting beat leaving them alone; "
+                f"the blend and gate policies leave every box alone ({stored})")
+    return (f"refining pays on these boxes: {100 * best['mean_gain']:+.2f} AP (mean over the inputs) with blend temperature "
+            f"{best['blend_temperature']:g}, margin {best['gain_margin']:g}, max box side {best['max_box_side']:g} px ({stored})")
 
 
 def outputs(boxes: dict[str, np.ndarray], calibration: Calibration) -> list[dict]:
@@ -152,6 +171,7 @@ def calibration_markdown(results: dict[str, Any]) -> str:
              f"{100 * row['real_positive_share']:.0f}%"] for row in results["reliability"]["box_side"]]
     written = f"\n\nWritten to the refiner file: {results['written']}" if "written" in results else ""
     return (
+        f"**{verdict(results)}.**\n\n"
         f"{results['images']} images ({results['split']} split), {results['boxes']} boxes, refiner `{results['refiner']}`. "
         f"Detector's boxes and scores: AP {100 * results['baseline_ap']:.1f}; with the model's current calibration "
         f"{100 * results['current_ap']:.1f}. Best: blend temperature {best['blend_temperature']:g}, gain margin {best['gain_margin']:g}, "

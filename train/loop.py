@@ -259,27 +259,47 @@ def freeze_early_stages(model: RefinerNet, stages: int) -> int:
 
 
 # What a warm restart may change: the rest (backbone, classes, mixture, quality head) must match.
-WARM_START_MAY_CHANGE = ("head", "padding", "input_size")
+WARM_START_MAY_CHANGE = ("head", "padding", "input_size", "class_names")
 
 
 def warm_start(model: RefinerNet, start: RefinerNet, path: Path) -> None:
     """Copy `start`'s weights into `model` (a warm restart).
 
-    Same spec: every tensor. Another head, padding or input size on the same backbone and classes:
-    every tensor whose name and shape match (convolutions do not depend on the input size); the
-    rest (a new head, a grid of another size) starts fresh.
+    Same spec: every tensor. Another head, padding, input size or class list on the same backbone:
+    every tensor whose name and shape match (convolutions do not depend on the input size); layers
+    that read the mixture vector keep their geometry columns, and each class takes the column of
+    the same class in `start`, or the mean of its classes' columns for a new class, so a person
+    refiner starts a many-class one as a class-blind copy of itself; the rest starts fresh.
     """
     if not warm_startable(start.spec, model.spec):
         raise ValueError(f"--init {path} was trained for another spec ({start.spec.name}); use the same backbone, "
-                         f"classes, mixture and quality settings (head, padding and input size may differ)")
+                         f"mixture and quality settings (head, padding, input size and classes may differ)")
     if start.spec == model.spec:
         model.load_state_dict(start.state_dict())
         return
-    own = model.state_dict()
-    shared = {name: tensor for name, tensor in start.state_dict().items() if name in own and own[name].shape == tensor.shape}
+    own, theirs = model.state_dict(), start.state_dict()
+    shared = {name: tensor for name, tensor in theirs.items() if name in own and own[name].shape == tensor.shape}
+    if start.spec.class_names != model.spec.class_names:
+        shared.update({name: remapped_vector_columns(theirs[name], start.spec.class_names, model.spec.class_names)
+                       for name in vector_layers(model) if name in theirs})
     model.load_state_dict(shared, strict=False)
     print(f"--init {path}: {start.spec.name} (padding {start.spec.padding}) -> {model.spec.name} (padding "
           f"{model.spec.padding}); copied {len(shared)} of {len(own)} tensors", flush=True)
+
+
+def vector_layers(model: RefinerNet) -> list[str]:
+    """Weights of the linear layers that read the mixture vector (one-hot class, then box geometry)."""
+    return [f"{name}.weight" for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module.in_features == model.spec.vector_size]
+
+
+def remapped_vector_columns(weight: torch.Tensor, old: tuple[str, ...], new: tuple[str, ...]) -> torch.Tensor:
+    """A mixture layer's weight for another class list: a known class keeps its column, a new one
+    gets the mean class column, the geometry columns after the one-hot part are kept."""
+    classes, geometry = weight[:, :len(old)], weight[:, len(old):]
+    mean = classes.mean(dim=1)
+    columns = [classes[:, old.index(name)] if name in old else mean for name in new]
+    return torch.cat([torch.stack(columns, dim=1), geometry], dim=1)
 
 
 def warm_startable(start: RefinerSpec, target: RefinerSpec) -> bool:

@@ -35,7 +35,7 @@ from pipeline.io.detectors import Detector, open_detector
 from pipeline.io.sinks import AnnotatedVideoSink, JsonlSink, ProgressSink, Sink, WindowSink, display_available, write_summary
 from pipeline.io.sources import FrameSource, open_source
 from pipeline.model.defaults import default_detector, default_refiner, resolve_device
-from pipeline.refine.policy import Policy
+from pipeline.refine.policy import Policy, leaves_every_box_alone
 from pipeline.refine.refiner import FrameRefiner, build_frame_refiner
 
 DEVICES = ("cpu", "cuda")
@@ -127,9 +127,10 @@ def run(config: RunConfig, detector: Detector | None = None, source: FrameSource
     summary["source"].update(source.health())
     summary["frames"]["lost"] = source.frames_lost
     add_server_statistics(summary, refiner)
+    summary["warnings"] = refiner_warnings(refiner)
     if source.ended_early:
-        summary["warnings"] = [f"{source.description} stopped decoding after {pipeline.frames_read} of its "
-                               f"{source.frame_count} frames (truncated or corrupt); results cover the frames before"]
+        summary["warnings"].append(f"{source.description} stopped decoding after {pipeline.frames_read} of its "
+                                   f"{source.frame_count} frames (truncated or corrupt); results cover the frames before")
     try:
         # A stage still stuck in a call may be using these; the process exit releases them instead.
         if not summary["unfinished_stages"]:
@@ -155,6 +156,15 @@ def prepare(config: RunConfig, detector: Detector | None) -> tuple[RunConfig, Pa
     if hasattr(detector, "warm_up"):
         detector.warm_up()  # seconds: after every check that can fail fast
     return config, output_dir, device, detector, refiner
+
+
+def refiner_warnings(refiner: FrameRefiner | None) -> list[str]:
+    """What a user should know about the refiner before trusting the run's boxes."""
+    if refiner is None or not leaves_every_box_alone(refiner.policy, refiner.calibration):
+        return []
+    return [f"this refiner's calibration ({refiner.calibration.fitted_on or 'no record of what on'}) found that refining did not "
+            f"pay, so the {refiner.policy} policy left every box alone; recalibrate it on this detector's boxes "
+            "(python -m benchmarks calibrate --split train --write) or use --policy replace"]
 
 
 def choose_output_dir(requested: Path | None) -> Path:

@@ -39,6 +39,7 @@ from pipeline.app.run import (
     _run_until_done,
     add_server_statistics,
     prepare,
+    refiner_warnings,
 )
 from pipeline.app.stages import Stage, StagePipeline
 from pipeline.app.streams import StreamFrame, StreamMux
@@ -109,6 +110,7 @@ def run_streams(config: RunConfig, detector: Detector | None = None, sources: Se
     elapsed = time.perf_counter() - started
     summary = {**setup, **_results(pipeline, signals, elapsed, counts)}
     summary["refinement_change"] = changes.summary()
+    summary["warnings"] = refiner_warnings(refiner)
     summary.update(_stream_results(mux, started, elapsed, refiner, cycle_calls))
     _judge_streams(summary, mux)
     add_server_statistics(summary, refiner)
@@ -221,8 +223,7 @@ def _judge_streams(summary: dict[str, Any], mux: StreamMux) -> None:
         "(truncated or corrupt); results cover the frames before"
         for index, (source, stats) in enumerate(zip(mux.sources, mux.stats, strict=True)) if source.ended_early
     ]
-    if warnings:
-        summary["warnings"] = warnings
+    summary["warnings"] += warnings
     if len(failed) == len(mux.stats) and summary["status"] == "completed":
         summary.update(status="failed", exit_code=EXIT_FAILED, error=f"every stream failed; stream 0: {failed[0][1]}")
 

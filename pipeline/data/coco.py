@@ -40,3 +40,25 @@ def coco_ap(ground_truth: COCO, results: list[dict], image_ids: list[int] | None
         evaluator.accumulate()
         evaluator.summarize()
     return {key: float(max(value, 0.0)) for key, value in zip(AP_KEYS, np.asarray(evaluator.stats[:6]))}
+
+
+def coco_ap_by_class(ground_truth: COCO, results: list[dict], image_ids: list[int]) -> dict[str, dict[str, float | int]]:
+    """Per class with ground truth on these images: its AP (IoU 0.5:0.95, all sizes, 100 detections)
+    and how many (non-crowd) boxes it has, so a reader can weigh a class's AP by its evidence."""
+    names = {category["id"]: category["name"] for category in ground_truth.loadCats(ground_truth.getCatIds())}
+    boxes = {category: len(ground_truth.getAnnIds(imgIds=image_ids, catIds=[category], iscrowd=False)) for category in names}
+    present = [category for category in sorted(names) if boxes[category]]
+    if not results:
+        return {names[category]: {"AP": 0.0, "boxes": boxes[category]} for category in present}
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+        evaluator.params.imgIds = sorted(image_ids)
+        evaluator.params.catIds = present
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # IoU thresholds x recall x class, all areas, 100 detections
+    by_class = {}
+    for index, category in enumerate(present):
+        valid = precision[:, :, index][precision[:, :, index] > -1]
+        by_class[names[category]] = {"AP": float(valid.mean()) if valid.size else 0.0, "boxes": boxes[category]}
+    return by_class

@@ -96,6 +96,13 @@ def refined_weight(outputs: np.ndarray, policy: Policy, calibration: Calibration
     return np.where(weight < NEGLIGIBLE_WEIGHT, 0.0, weight)  # a move below a millionth of the way is no move: status "gated"
 
 
+def leaves_every_box_alone(policy: Policy, calibration: Calibration) -> bool:
+    """True when even the largest possible predicted gain (1 IoU) moves no box: what `benchmarks
+    calibrate` writes when refining did not pay on the boxes it was fitted on."""
+    largest_gain = np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])  # predicted IoU 0 in, 1 out
+    return bool(refined_weight(largest_gain, policy, calibration)[0] == 0)
+
+
 def accept_refined(outputs: np.ndarray, policy: Policy) -> np.ndarray:
     """Mask of outputs that change the input box at all (weight above zero)."""
     return refined_weight(outputs, policy) > 0

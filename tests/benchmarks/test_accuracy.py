@@ -54,6 +54,16 @@ def test_refiner_options_reach_the_frame_refiner(dataset_and_refiner, tmp_path):
     assert report["refined_replace"] == report["baseline"]
 
 
+def test_per_class_rows_cover_every_class_with_ground_truth(dataset_and_refiner, tmp_path):
+    annotations, _ = dataset_and_refiner
+    document = json.loads(annotations.read_text())
+    report = run_accuracy(dataset_and_refiner, tmp_path, "--jitter", "0", "--per-class")
+    rows = report["per_class"]
+    assert sum(row["boxes"] for row in rows) == sum(1 for a in document["annotations"] if not a.get("iscrowd"))
+    assert all(row["baseline"] == pytest.approx(1.0) for row in rows)  # ground truth as detections
+    assert "AP % per class" in (tmp_path / "accuracy.md").read_text()
+
+
 def test_repeat_cache_runs_a_repeated_call_once():
     import numpy as np
 

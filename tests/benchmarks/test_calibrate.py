@@ -15,12 +15,13 @@ from pipeline.model.random_init import random_refiner
 from pipeline.refine.policy import Calibration
 
 
-def calibrate(dataset_and_refiner, tmp_path, refiner=None, *extra: str, boxes: tuple[str, ...] = ("--jitter", "0.1")) -> dict:
+def calibrate(dataset_and_refiner, tmp_path, refiner=None, *extra: str, boxes: tuple[str, ...] = ("--jitter", "0.1"),
+              margins: tuple[str, ...] = ("--margins", "0", "1")) -> dict:
     annotations, onnx_refiner = dataset_and_refiner
     out = tmp_path / "calibrate.json"
     main(["calibrate", "--annotations", str(annotations), "--images", str(annotations.parent / "images"),
           "--refiner", str(refiner or onnx_refiner), *boxes, "--temperatures", "0.05",
-          "--margins", "0", "1", "--max-box-sides", "30", "inf", "--out", str(out), *extra])
+          *margins, "--max-box-sides", "30", "inf", "--out", str(out), *extra])
     return json.loads(out.read_text())
 
 
@@ -64,3 +65,20 @@ def test_a_detectors_boxes_are_judged_beside_a_precise_detectors(dataset_and_ref
         gains = [row["ap_by_input"][name] - report["baselines"][name] for name in report["inputs"]]
         assert row["mean_gain"] == pytest.approx(sum(gains) / 2)
     assert report["best"]["mean_gain"] == max(row["mean_gain"] for row in report["grid"])
+
+
+def test_a_refiner_that_cannot_help_is_told_so_and_written_to_leave_boxes_alone(dataset_and_refiner, tmp_path, capsys):
+    """Exact boxes cannot be improved: with no margin-1 setting on the grid, leaving them alone still wins."""
+    annotations, _ = dataset_and_refiner
+    exact = tmp_path / "exact.json"
+    exact.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+                                 for a in json.loads(annotations.read_text())["annotations"]]))
+    names = tuple(c["name"] for c in sorted(json.loads(annotations.read_text())["categories"], key=lambda c: c["id"]))
+    model_file = save_refiner(random_refiner(RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=names)),
+                              tmp_path / "tiny.safetensors")
+    report = calibrate(dataset_and_refiner, tmp_path, model_file, "--write", "--split", "train", "--precise-jitter", "0",
+                       boxes=("--detections", str(exact)), margins=("--margins", "0"))
+    assert all(row["mean_gain"] < 0 for row in report["grid"] if row["gain_margin"] == 0)
+    assert report["refining_pays"] is False and report["best"]["gain_margin"] == math.inf
+    assert Calibration.of(read_spec(model_file)).gain_margin == math.inf
+    assert "refining does not pay on these boxes" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from pycocotools.coco import COCO
 
 from benchmarks.coco_eval import coco_results
 from benchmarks.jitter import jittered_detections
-from pipeline.data.coco import coco_ap
+from pipeline.data.coco import coco_ap, coco_ap_by_class, load_ground_truth
 
 PEOPLE = [[10, 10, 60, 150], [200, 40, 80, 200], [400, 300, 120, 160], [600, 100, 50, 90]]
 CROWD = [700, 400, 200, 150]
@@ -66,3 +66,19 @@ def test_detection_on_a_crowd_region_is_ignored_not_a_false_positive():
 
 def test_no_detections_scores_zero():
     assert coco_ap(ground_truth(False), [], [1])["AP"] == 0.0
+
+
+def test_ap_by_class_scores_each_class_with_ground_truth_and_counts_its_boxes():
+    boxes = {1: PEOPLE[:2], 2: PEOPLE[2:]}  # two people, two cars; no bicycle on the image
+    gt = load_ground_truth({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 1000, "height": 600}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}, {"id": 3, "name": "bicycle"}],
+        "annotations": [{"id": 10 * c + i, "image_id": 1, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+                        for c, group in boxes.items() for i, b in enumerate(group)],
+    })
+    exact_people = coco_results(1, xyxy(boxes[1]), np.array([0.9, 0.8]), np.array([1, 1]))
+    shifted_cars = coco_results(1, xyxy([[x + w / 3, y, w, h] for x, y, w, h in boxes[2]]), np.array([0.9, 0.8]), np.array([2, 2]))
+    by_class = coco_ap_by_class(gt, exact_people + shifted_cars, [1])
+    assert set(by_class) == {"person", "car"}
+    assert by_class["person"] == {"AP": pytest.approx(1.0), "boxes": 2}
+    assert 0 < by_class["car"]["AP"] < 1.0 and by_class["car"]["boxes"] == 2

@@ -8,7 +8,7 @@ import pytest
 from pipeline.core.spec import RefinerSpec
 from pipeline.model.checkpoint import load_refiner
 from tests.train.test_learning import flat_scenes
-from train.loop import TrainConfig, train
+from train.loop import TrainConfig, train, warm_start
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,9 +70,31 @@ def test_init_from_another_head_copies_the_shared_weights(tmp_path: Path):
     assert warm.spec.head == "edges"
     for name in ("backbone.conv_stem.weight", "spatial.embed.1.weight", "quality_head.weight"):
         assert torch.equal(warm.state_dict()[name], initial.state_dict()[name]), name
-    other_classes = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("box", "ball"), head="edges")
+    other_backbone = RefinerSpec(backbone="mobilenetv3_small_075", input_size=64, class_names=("box",), head="edges")
     with pytest.raises(ValueError, match="another spec"):
-        train(TrainConfig(spec=other_classes, out=tmp_path / "x.safetensors", epochs=1, init=start), images, images)
+        train(TrainConfig(spec=other_backbone, out=tmp_path / "x.safetensors", epochs=1, init=start), images, images)
+
+
+def test_init_with_more_classes_starts_each_class_as_the_old_refiner(tmp_path: Path):
+    """A one-class refiner warm-starts a three-class one: every class, old or new, gives its outputs at first."""
+    import torch
+
+    from pipeline.model.checkpoint import save_refiner
+    from pipeline.model.net import RefinerNet
+
+    one = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("box",), head="edges")
+    torch.manual_seed(3)
+    start = save_refiner(RefinerNet(one), tmp_path / "start.safetensors")
+    three = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("ball", "box", "cup"), head="edges")
+    warm, initial = RefinerNet(three).eval(), load_refiner(start)
+    warm_start(warm, initial, start)
+    crops = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    geometry = torch.tensor([[0.5, 0.5, 0.7, 0.7], [0.4, 0.6, 0.5, 0.8]])
+    with torch.no_grad():
+        expected = initial(crops, torch.cat([torch.ones(2, 1), geometry], dim=1))
+        for index in range(3):
+            one_hot = torch.nn.functional.one_hot(torch.full((2,), index), 3).float()
+            torch.testing.assert_close(warm(crops, torch.cat([one_hot, geometry], dim=1)), expected)
 
 
 def test_init_with_another_padding_and_size_keeps_the_backbone(tmp_path: Path):

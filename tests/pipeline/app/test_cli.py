@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,8 +23,10 @@ from pipeline.app.cli import main
 from pipeline.app.run import choose_output_dir
 from pipeline.app.stages import THREAD_PREFIX
 from pipeline.core.spec import RefinerSpec
-from pipeline.model.checkpoint import save_refiner
+from pipeline.model.artifacts import read_spec
+from pipeline.model.checkpoint import replace_spec, save_refiner
 from pipeline.model.net import RefinerNet
+from pipeline.refine.policy import Calibration
 import pipeline.app
 
 REPO = Path(__file__).resolve().parents[3]
@@ -117,6 +121,18 @@ def test_max_frames_no_refine_and_policy(inputs, tmp_path):
     assert cli(inputs, tmp_path / "replace", "--max-frames", "2", "--policy", "replace") == 0
     objects = json.loads((tmp_path / "replace" / "detections.jsonl").read_text().splitlines()[0])["objects"]
     assert [o["status"] for o in objects] == ["refined", "refined"]
+
+
+def test_a_refiner_calibrated_to_leave_boxes_alone_says_so(inputs, tmp_path, capsys):
+    """`benchmarks calibrate` writes an infinite margin where refining did not pay; a run with that file warns, moves nothing."""
+    refiner = tiny_refiner(tmp_path / "unhelpful.safetensors")
+    spec = read_spec(refiner)
+    replace_spec(refiner, dataclasses.replace(spec, extra=Calibration(gain_margin=math.inf, fitted_on="a precise detector").as_extra()))
+    assert cli({**inputs, "refiner": refiner}, tmp_path / "run", "--max-frames", "3") == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["objects"].get("refined", 0) == 0 and summary["objects"]["gated"] > 0
+    assert len(summary["warnings"]) == 1 and "(a precise detector) found that refining did not pay" in summary["warnings"][0]
+    assert "warning: this refiner's calibration" in capsys.readouterr().err
 
 
 def test_show_without_a_display_warns_and_runs_on(inputs, tmp_path, monkeypatch, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from pipeline.refine.class_mapping import ClassMapping
 from pipeline.refine.crop_ring import CropperRing
 from pipeline.refine.crops import CpuCropper
 from pipeline.refine.gpu_crops import GpuCropper
-from pipeline.refine.policy import accept_refined, check_policy, default_policy, refined_weight
+from pipeline.refine.policy import Calibration, accept_refined, check_policy, default_policy, leaves_every_box_alone, refined_weight
 from pipeline.refine.refiner import FrameRefiner
 
 REFINER_CLASSES = ("person", "disc")
@@ -250,7 +252,6 @@ def test_refined_detections_validate_their_rows():
 def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
     from dataclasses import replace
 
-    from pipeline.refine.policy import Calibration
 
     spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
     assert Calibration.of(spec) == Calibration()  # an uncalibrated model: default blend, detector's scores
@@ -266,14 +267,12 @@ def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
 
 
 def test_calibration_rejects_impossible_values():
-    from pipeline.refine.policy import Calibration
 
     with pytest.raises(ValueError, match="positive blend temperature"):
         Calibration(0.0, 0.0, 1.0)
 
 
 def test_a_gain_margin_leaves_boxes_alone_until_the_predicted_gain_clears_it():
-    from pipeline.refine.policy import Calibration
 
     outputs = np.array([[0.2, 0.2, 0.8, 0.8, 0.5, 0.53], [0.2, 0.2, 0.8, 0.8, 0.5, 0.7]])
     np.testing.assert_array_equal(refined_weight(outputs, "gate", Calibration(gain_margin=0.05)), [0.0, 1.0])
@@ -285,7 +284,6 @@ def test_a_max_box_side_leaves_large_boxes_alone_under_blend_and_gate_but_not_re
     import math
 
     from pipeline.core.geometry import longer_sides
-    from pipeline.refine.policy import Calibration
 
     outputs = np.array([[0.2, 0.2, 0.8, 0.8, 0.5, 0.7]] * 2)
     sides = longer_sides(np.array([[0, 0, 50, 90], [0, 0, 200, 300]], dtype=float))
@@ -299,3 +297,14 @@ def test_a_max_box_side_leaves_large_boxes_alone_under_blend_and_gate_but_not_re
     assert Calibration().max_box_side == math.inf
     with pytest.raises(ValueError, match="box side"):
         Calibration(max_box_side=0)
+
+
+@pytest.mark.parametrize("policy, calibration, alone", [
+    ("blend", Calibration(), False),
+    ("blend", Calibration(gain_margin=math.inf), True),  # what `benchmarks calibrate` writes when refining does not pay
+    ("blend", Calibration(gain_margin=1.0), False),  # a predicted gain of a whole IoU would still move a box halfway
+    ("gate", Calibration(gain_margin=math.inf), True),
+    ("replace", Calibration(gain_margin=math.inf), False),  # the paper's policy ignores the calibration
+])
+def test_a_calibration_that_moves_no_box_is_recognised(policy, calibration, alone):
+    assert leaves_every_box_alone(policy, calibration) is alone
