@@ -279,18 +279,13 @@ def warm_start(model: RefinerNet, start: RefinerNet, path: Path) -> None:
         return
     own, theirs = model.state_dict(), start.state_dict()
     shared = {name: tensor for name, tensor in theirs.items() if name in own and own[name].shape == tensor.shape}
-    if start.spec.class_names != model.spec.class_names:
-        shared.update({name: remapped_vector_columns(theirs[name], start.spec.class_names, model.spec.class_names)
-                       for name in vector_layers(model) if name in theirs})
+    if start.spec.class_names != model.spec.class_names:  # the layers that read the mixture vector, by their input width
+        shared.update({name: remapped_vector_columns(tensor, start.spec.class_names, model.spec.class_names)
+                       for name, tensor in theirs.items() if name in own and tensor.ndim == 2
+                       and tensor.shape[1] == start.spec.vector_size and own[name].shape[1] == model.spec.vector_size})
     model.load_state_dict(shared, strict=False)
     print(f"--init {path}: {start.spec.name} (padding {start.spec.padding}) -> {model.spec.name} (padding "
           f"{model.spec.padding}); copied {len(shared)} of {len(own)} tensors", flush=True)
-
-
-def vector_layers(model: RefinerNet) -> list[str]:
-    """Weights of the linear layers that read the mixture vector (one-hot class, then box geometry)."""
-    return [f"{name}.weight" for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and module.in_features == model.spec.vector_size]
 
 
 def remapped_vector_columns(weight: torch.Tensor, old: tuple[str, ...], new: tuple[str, ...]) -> torch.Tensor:

@@ -31,13 +31,8 @@ def coco_ap(ground_truth: COCO, results: list[dict], image_ids: list[int] | None
     """
     if not results:
         return {key: 0.0 for key in AP_KEYS}
+    evaluator = _accumulated(ground_truth, results, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):
-        detections = ground_truth.loadRes(results)
-        evaluator = COCOeval(ground_truth, detections, "bbox")
-        if image_ids is not None:
-            evaluator.params.imgIds = sorted(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
         evaluator.summarize()
     return {key: float(max(value, 0.0)) for key, value in zip(AP_KEYS, np.asarray(evaluator.stats[:6]))}
 
@@ -50,15 +45,22 @@ def coco_ap_by_class(ground_truth: COCO, results: list[dict], image_ids: list[in
     present = [category for category in sorted(names) if boxes[category]]
     if not results:
         return {names[category]: {"AP": 0.0, "boxes": boxes[category]} for category in present}
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
-        evaluator.params.imgIds = sorted(image_ids)
-        evaluator.params.catIds = present
-        evaluator.evaluate()
-        evaluator.accumulate()
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # IoU thresholds x recall x class, all areas, 100 detections
+    precision = _accumulated(ground_truth, results, image_ids, present).eval["precision"][:, :, :, 0, -1]  # IoU x recall x class
     by_class = {}
     for index, category in enumerate(present):
         valid = precision[:, :, index][precision[:, :, index] > -1]
         by_class[names[category]] = {"AP": float(valid.mean()) if valid.size else 0.0, "boxes": boxes[category]}
     return by_class
+
+
+def _accumulated(ground_truth: COCO, results: list[dict], image_ids: list[int] | None, category_ids: list[int] | None = None) -> COCOeval:
+    """pycocotools' box evaluation over these images (and classes), evaluated and accumulated, quietly."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(image_ids)
+        if category_ids is not None:
+            evaluator.params.catIds = category_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
