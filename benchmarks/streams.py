@@ -1,8 +1,9 @@
 """Many streams, one engine: total and per-stream FPS for 1, 2, 4, 8 ... copies of one clip.
 
-Every run goes through pipeline.app.run_streams (even one stream, so the figures compare like with
-like) with the same warmed-up detector: N file streams share one detector and one refiner, and
-each cycle's crops go through one batched refiner call. The report shows how throughput, the
+Every run goes through pipeline.app.run with the same warmed-up detector, and is read in the
+many-stream layout (RunReport.streams_summary, one stream too), so the figures compare like with
+like: N file streams share one detector and one refiner, and each cycle's crops go through one
+batched refiner call. The report shows how throughput, the
 refiner's batch size and its calls per second change with the number of streams. The detector
 still runs once per frame, so on a CPU it sets the total; what grows with N is the refiner's batch.
 """
@@ -18,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import environment, markdown_table, write_report
-from pipeline.app.run import RunConfig
-from pipeline.app.run_streams import run_streams
+from pipeline.app.run import RunConfig, run
 from pipeline.app.streams import DEFAULT_BATCH_TIMEOUT_MS
 from pipeline.backends import KINDS
 from pipeline.core.errors import DefaultModelError
@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> None:
                 batch_timeout_ms=args.batch_timeout_ms,
             )  # fmt: skip
             sources = [FromFrame(args.source, args.start) for _ in range(count)]
-            summary = run_streams(config, detector=detector, sources=sources).summary
+            summary = run(config, sources=sources, detector=detector).streams_summary
             if summary["status"] != "completed":
                 raise SystemExit(f"the {count}-stream run did not complete: {summary['error']}")
             rows.append(stream_row(count, summary))

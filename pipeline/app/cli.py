@@ -16,9 +16,8 @@ from pathlib import Path
 from dataclasses import fields
 from typing import Any
 
-from pipeline.app.report import format_run_summary
-from pipeline.app.run import DETECTIONS_FILE, DEVICES, SUMMARY_FILE, VIDEO_FILE, RunConfig, run
-from pipeline.app.run_streams import format_streams, run_streams, video_name
+from pipeline.app.run import DEVICES, RunConfig, run
+from pipeline.app.summary import format_run_summary, output_files
 from pipeline.backends import KINDS
 from pipeline.core.errors import BBRefinementError, UsageError
 from pipeline.refine.policy import POLICIES
@@ -150,19 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pipeline.app import demo
 
             return demo.run_demo(config_from_args(args, sources, demo.DEFAULTS[sources[0]]))
-        report = (run_streams if len(sources) > 1 else run)(config_from_args(args, sources))
+        report = run(config_from_args(args, sources))
     except KeyboardInterrupt:  # Ctrl+C while models load, before the run's own handler is installed
         print("error: interrupted before the run started", file=sys.stderr)
         return EXIT_SIGINT
     except Exception as error:  # every failure becomes one line and an exit code
         return _fail(error, args.debug)
     print(format_run_summary(report.summary), file=sys.stderr)
-    if "streams" in report.summary:
-        print(format_streams(report.summary), file=sys.stderr)
-        videos = f"{video_name(0)} .. {video_name(len(report.summary['streams']) - 1)}"
-    else:
-        videos = VIDEO_FILE
-    print(f"outputs: {report.output_dir}/ ({DETECTIONS_FILE}, {videos}, {SUMMARY_FILE})", file=sys.stderr)
+    print(f"outputs: {report.output_dir}/ ({output_files(report.summary)})", file=sys.stderr)
     if report.exit_code:
         if args.debug and report.failure is not None:
             traceback.print_exception(report.failure.error)

@@ -20,8 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.app.contact_sheet import write_contact_sheet
-from pipeline.app.report import format_run_summary
-from pipeline.app.run import DETECTIONS_FILE, SUMMARY_FILE, VIDEO_FILE, RunConfig, choose_output_dir, run
+from pipeline.app.outputs import choose_output_dir
+from pipeline.app.run import RunConfig, run
+from pipeline.app.summary import DETECTIONS_FILE, SUMMARY_FILE, VIDEO_FILE, format_run_summary
 from pipeline.core.errors import UsageError
 from pipeline.core.geometry import xyxy_to_xywh
 from pipeline.data.coco import AP_KEYS, coco_ap, load_ground_truth

@@ -1,47 +1,45 @@
-"""Wire a run together: source -> detect -> crop -> refine -> write, outputs and summary.
+"""One run of one or many streams: sources -> cycles -> detect -> crop -> refine -> write, and its summary.
+
+Every run goes through a StreamMux (pipeline.app.streams); one stream is a mux of one. One detector
+and one refiner serve every stream, and each cycle's crops go through one batched backend call,
+which is what makes N cameras cheaper than N pipelines. A stream that ends early or dies does not
+stop the others; the run fails when every stream failed.
 
 Everything that can be checked before the first frame (paths, models, class mapping, output
 folder) is checked first (`prepare`) and raises a BBRefinementError, so a bad argument never
 leaves a half-made run folder. Each option is checked once: RunConfig checks what only the app
 uses (counts, ranges, option pairs); the model file, the backend kind, the policy, min size and
 iterations are checked by the library that takes them (ModelFile, open_backend, FrameRefiner).
-Once frames flow, summary.json is written whatever happens: at the end, on the first stage
-failure, and on Ctrl+C / SIGTERM. Many streams: pipeline.app.run_streams, on the same `prepare`.
+Once frames flow, summary.json (pipeline.app.summary) is written whatever happens: at the end, on
+the first stage failure, and on Ctrl+C / SIGTERM. Outputs: pipeline.app.outputs.
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
-import sys
-import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
-from itertools import islice
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.app.report import ChangeStats
+from pipeline.app.outputs import check_writable, choose_output_dir, file_sinks, progress_sink, window_sink
 from pipeline.app.stages import Stage, StageFailure, StagePipeline
-from pipeline.app.streams import DEFAULT_BATCH_TIMEOUT_MS
-from pipeline.core.errors import BackendError, UsageError
-from pipeline.core.types import Frame, FrameResult, RefinedDetections, RefineStatus
+from pipeline.app.streams import DEFAULT_BATCH_TIMEOUT_MS, StreamFrame, StreamMux
+from pipeline.app.summary import SUMMARY_FILE, RunTally, setup_summary, summarize
+from pipeline.core.errors import UsageError
+from pipeline.core.types import Detections, FrameResult, RefinedDetections, RefineStatus
 from pipeline.io.detectors import Detector, open_detector
-from pipeline.io.sinks import AnnotatedVideoSink, JsonlSink, ProgressSink, Sink, WindowSink, display_available, write_summary
+from pipeline.io.sinks import write_summary
 from pipeline.io.sources import FrameSource, open_source
 from pipeline.model.defaults import default_detector, default_refiner, resolve_device
-from pipeline.refine.policy import Policy, leaves_every_box_alone
-from pipeline.refine.refiner import FrameRefiner, build_frame_refiner
+from pipeline.refine.policy import Policy
+from pipeline.refine.refiner import BatchJob, FrameRefiner, build_frame_refiner
 
 DEVICES = ("cpu", "cuda")
 STOP_GRACE_SECONDS = 2.0  # how long stages get to finish after a stop before we write and leave
-EXIT_OK, EXIT_FAILED = 0, 1
-DETECTIONS_FILE, VIDEO_FILE, SUMMARY_FILE = "detections.jsonl", "annotated.mp4", "summary.json"
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ class RunConfig:
     max_batch: int = 32
     progress: bool = True
     min_free_mb: float = 100.0  # refuse to start with less free space than this where outputs go
-    more_sources: tuple[str, ...] = ()  # the streams after the first: a run of many streams (pipeline.app.run_streams)
+    more_sources: tuple[str, ...] = ()  # the streams after the first: a run of many streams
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS  # many streams: a cycle closes this long after its first frame
     triton_url: str | None = None  # --backend triton: the server's gRPC HOST:PORT
     triton_model: str | None = None  # --backend triton: the served model (None: the refiner file's stem)
@@ -88,60 +86,62 @@ class RunConfig:
         if (self.backend == "triton") != (self.triton_url is not None):
             raise UsageError("--backend triton and --triton-url HOST:PORT go together; pass both or neither")
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every stream's source text, the first one first."""
+        return (self.source, *self.more_sources)
+
 
 @dataclass(frozen=True)
 class RunReport:
     exit_code: int
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # as written to summary.json
     output_dir: Path
-    failure: StageFailure | None  # the first stage exception, for --debug tracebacks
+    failure: StageFailure | None  # the first stage exception (or the one stream's), for --debug tracebacks
+    streams_summary: dict[str, Any]  # the summary in the many-stream layout, for one stream too (benchmarks)
 
 
-def run(config: RunConfig, detector: Detector | None = None, source: FrameSource | None = None) -> RunReport:
-    """Run one stream; `detector` and `source` override config.detector and config.source (tests, the demo)."""
-    source = source or open_source(config.source)  # first: a wrong source is the likeliest mistake
+def run(config: RunConfig, sources: Sequence[FrameSource] | None = None, detector: Detector | None = None) -> RunReport:
+    """Run every stream of `config` through one detector and one refiner.
+
+    `sources` and `detector` override config.sources and config.detector (tests, benchmarks, the demo).
+    """
+    # Sources first: a wrong source is the likeliest mistake.
+    sources = list(sources) if sources is not None else [open_source(text) for text in config.sources]
     config, output_dir, device, detector, refiner = prepare(config, detector)
-    setup = {
-        "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "source": {"description": source.description, "live": source.live, "fps": source.fps, "frame_count": source.frame_count},
-        "detector": {
-            "description": getattr(detector, "description", type(detector).__name__),
-            "class_names": list(detector.class_names),
-        },
-        "refiner": _refiner_summary(config, refiner, device),
-        "device": device,
-        "outputs": {"detections": DETECTIONS_FILE, "video": VIDEO_FILE},
-    }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    sinks: list[Sink] = [JsonlSink(output_dir / DETECTIONS_FILE), AnnotatedVideoSink(output_dir / VIDEO_FILE, source.fps)]
-    counts: Counter = Counter()
-    changes = ChangeStats()
-    pipeline = StagePipeline(
-        islice(source, config.max_frames), _stages(detector, refiner, sinks, counts, changes), config.queue_size, live=source.live
-    )
-    sinks.extend(_optional_sinks(config, source, pipeline))
+    mux = StreamMux(sources, config.batch_timeout_ms / 1000.0, config.queue_size, config.max_frames)
+    setup = setup_summary(detector, refiner, config.refiner, device)
+    sinks = file_sinks(output_dir, sources)
+    tally = RunTally()
+
+    def write(cycle: list[tuple[StreamFrame, FrameResult]]) -> None:
+        for item, result in cycle:
+            for sink in sinks:
+                sink.write(result)
+            tally.add(result)
+            mux.written(item)
+
+    pipeline = StagePipeline(mux, cycle_stages(detector, refiner, tally, write), config.queue_size, read_ahead=1)
+    if config.show and (window := window_sink(len(sources), pipeline.stop)) is not None:
+        sinks.append(window)
+    if config.progress:
+        sinks.append(progress_sink(sources, config.max_frames, mux.frames_dropped))
     started = time.perf_counter()
-    signals = _run_until_done(pipeline, source)
-    summary = {**setup, **_results(pipeline, signals, time.perf_counter() - started, counts)}
-    summary["refinement_change"] = changes.summary()
-    summary["source"].update(source.health())
-    summary["frames"]["lost"] = source.frames_lost
-    add_server_statistics(summary, refiner)
-    summary["warnings"] = refiner_warnings(refiner)
-    if source.ended_early:
-        summary["warnings"].append(f"{source.description} stopped decoding after {pipeline.frames_read} of its "
-                                   f"{source.frame_count} frames (truncated or corrupt); results cover the frames before")
+    signals = _run_until_done(pipeline, mux)
+    summary, streams_summary = summarize(
+        setup, pipeline, mux, tally, refiner, signals, started, time.perf_counter() - started, config.batch_timeout_ms
+    )
     try:
         # A stage still stuck in a call may be using these; the process exit releases them instead.
         if not summary["unfinished_stages"]:
             _close_all([*sinks, *((refiner.cropper, refiner.backend) if refiner else ())])
     finally:
         write_summary(output_dir / SUMMARY_FILE, summary)
-    return RunReport(summary["exit_code"], summary, output_dir, pipeline.failure)
+    return RunReport(summary["exit_code"], summary, output_dir, _failure(pipeline, mux, summary), streams_summary)
 
 
 def prepare(config: RunConfig, detector: Detector | None) -> tuple[RunConfig, Path, str, Detector, FrameRefiner | None]:
-    """Everything a run of one or many streams does before frames flow, cheapest and likeliest failure first.
+    """Everything a run does before frames flow, cheapest and likeliest failure first.
 
     Returns the config with the default refiner filled in, the output folder (checked, not made yet),
     the device, the detector (warmed up) and the FrameRefiner (None with refine off).
@@ -158,48 +158,6 @@ def prepare(config: RunConfig, detector: Detector | None) -> tuple[RunConfig, Pa
     return config, output_dir, device, detector, refiner
 
 
-def refiner_warnings(refiner: FrameRefiner | None) -> list[str]:
-    """What a user should know about the refiner before trusting the run's boxes."""
-    if refiner is None or not leaves_every_box_alone(refiner.policy, refiner.calibration):
-        return []
-    return [f"this refiner's calibration ({refiner.calibration.fitted_on or 'no record of what on'}) found that refining did not "
-            f"pay, so the {refiner.policy} policy left every box alone; recalibrate it on this detector's boxes "
-            "(python -m benchmarks calibrate --split train --write) or use --policy replace"]
-
-
-def choose_output_dir(requested: Path | None) -> Path:
-    """The requested folder if new or empty, else a fresh runs/<timestamp>[-n]/; never an old run."""
-    if requested is not None:
-        requested = Path(requested)
-        if requested.exists() and (not requested.is_dir() or any(requested.iterdir())):
-            raise UsageError(f"output {requested} already exists and is not empty; choose a new --output folder")
-        return requested
-    stem = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate, suffix = stem, 1
-    while candidate.exists():
-        candidate, suffix = stem.with_name(f"{stem.name}-{suffix}"), suffix + 1
-    return candidate
-
-
-def check_writable(output_dir: Path, min_free_mb: float) -> None:
-    """Fail before any work if the outputs cannot be written: no permission, not a folder, or a full disk."""
-    ancestor = Path(output_dir).absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UsageError(f"output {output_dir} is inside {ancestor}, which is a file; choose another --output folder")
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as error:
-        raise UsageError(f"cannot write in {ancestor} ({error.strerror}); choose another --output folder") from None
-    free_mb = shutil.disk_usage(ancestor).free / 2**20
-    if free_mb < min_free_mb:
-        raise UsageError(
-            f"only {free_mb:.0f} MB free in {ancestor} (need {min_free_mb:.0f} MB); free some space or choose another --output folder"
-        )
-
-
 def _open_detector(config: RunConfig, device: str) -> Detector:
     path = config.detector or default_detector()
     return open_detector(path, imgsz=config.imgsz, conf=config.conf, device=device, coco_gt=config.coco_gt, warm_up=False)
@@ -214,52 +172,53 @@ def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRe
     )
 
 
-def _optional_sinks(config: RunConfig, source: FrameSource, pipeline: StagePipeline) -> list[Sink]:
-    sinks: list[Sink] = []
-    if config.show:
-        if display_available():
-            sinks.append(WindowSink(pipeline.stop))
-        else:
-            print("warning: --show ignored: no display found (DISPLAY is not set)", file=sys.stderr, flush=True)
-    if config.progress:
-        total = source.frame_count
-        if total is not None and config.max_frames is not None:
-            total = min(total, config.max_frames)
-        sinks.append(ProgressSink(total, lambda: pipeline.frames_dropped))
-    return sinks
+Written = list[tuple[StreamFrame, FrameResult]]  # a cycle's results, each with the frame it came from
 
 
-def _stages(
-    detector: Detector, refiner: FrameRefiner | None, sinks: list[Sink], counts: Counter, changes: ChangeStats
-) -> list[Stage]:
-    def write(result: FrameResult) -> None:
-        for sink in sinks:
-            sink.write(result)
-        counts.update(str(status) for status in result.objects.status)
-        changes.add(result.objects)
-
+def cycle_stages(detector: Detector, refiner: FrameRefiner | None, tally: RunTally, write: Callable[[Written], None]) -> list[Stage]:
+    """Stages over cycles (lists of StreamFrames): one detect call (where batched) and one refine call per cycle."""
     if refiner is None:
 
-        def detect_only(frame: Frame) -> FrameResult:
-            return FrameResult(frame, RefinedDetections.untouched(detector.detect(frame), RefineStatus.DISABLED))
+        def detect_only(cycle: list[StreamFrame]) -> Written:
+            return [
+                (item, FrameResult(item.frame, RefinedDetections.untouched(detections, RefineStatus.DISABLED), item.stream))
+                for item, detections in detect_cycle(detector, cycle)
+            ]
 
         return [Stage("detect", detect_only), Stage("write", write)]
 
+    def crop(pairs: list[tuple[StreamFrame, Detections]]) -> tuple[list[StreamFrame], BatchJob]:
+        return [item for item, _ in pairs], refiner.prepare_many([(item.frame, detections) for item, detections in pairs])
+
+    def refine(prepared: tuple[list[StreamFrame], BatchJob]) -> Written:
+        items, batch = prepared
+        tally.cycle_calls.add([len(job.vectors) for job in batch.jobs])
+        objects = refiner.finish_many(batch)
+        return [(item, FrameResult(item.frame, result, item.stream)) for item, result in zip(items, objects, strict=True)]
+
     return [
-        Stage("detect", lambda frame: (frame, detector.detect(frame))),
-        Stage("crop", lambda pair: refiner.prepare(*pair)),  # the job carries its frame on
-        Stage("refine", lambda job: FrameResult(job.frame, refiner.finish(job))),
+        Stage("detect", lambda cycle: detect_cycle(detector, cycle)),
+        Stage("crop", crop),
+        Stage("refine", refine),
         Stage("write", write),
     ]
 
 
-def _run_until_done(pipeline: StagePipeline, source: FrameSource) -> list[int]:
+def detect_cycle(detector: Detector, cycle: list[StreamFrame]) -> list[tuple[StreamFrame, Detections]]:
+    """A cycle's detections: one batched call where the detector has one (Ultralytics), else frame by frame."""
+    detect_many = getattr(detector, "detect_many", None)
+    if detect_many is None or len(cycle) == 1:
+        return [(item, detector.detect(item.frame)) for item in cycle]
+    return list(zip(cycle, detect_many([item.frame for item in cycle]), strict=True))
+
+
+def _run_until_done(pipeline: StagePipeline, mux: StreamMux) -> list[int]:
     """Run to the end, a failure or a signal; after a stop, stages get STOP_GRACE_SECONDS. Returns signals seen."""
     with _stop_on_signals(pipeline) as signals:
         pipeline.start()
         while not pipeline.wait(timeout=0.1):
             if pipeline.stop_event.is_set():
-                source.interrupt()  # a reader waiting to reconnect must not outlive the run
+                mux.interrupt()  # a reader waiting to reconnect must not outlive the run
                 pipeline.wait(timeout=STOP_GRACE_SECONDS)
                 break
     return signals
@@ -285,56 +244,11 @@ def _stop_on_signals(pipeline: StagePipeline) -> Iterator[list[int]]:
             signal.signal(signum, handler)
 
 
-def _results(pipeline: StagePipeline, signals: list[int], elapsed: float, counts: Counter) -> dict[str, Any]:
-    """The run's outcome for summary.json; a signal wins over a stage failure, which wins over success."""
-    if signals:
-        exit_code, status, error = 128 + signals[0], "interrupted", f"interrupted by {signal.Signals(signals[0]).name}"
-    elif pipeline.failure is not None:
-        exit_code, status, error = EXIT_FAILED, "failed", str(pipeline.failure)
-    elif pipeline.stop_event.is_set():
-        exit_code, status, error = EXIT_OK, "stopped", None  # the window's q key
-    else:
-        exit_code, status, error = EXIT_OK, "completed", None
-    return {
-        "status": status,
-        "error": error,
-        "exit_code": exit_code,
-        "elapsed_s": round(elapsed, 3),
-        "fps": round(pipeline.frames_done / elapsed, 3) if elapsed > 0 else None,
-        "frames": {"read": pipeline.frames_read, "processed": pipeline.frames_done, "dropped": pipeline.frames_dropped},
-        "latency_ms": {name: recorder.summary() for name, recorder in pipeline.latency.items()},
-        "queue_occupancy": {name: recorder.summary() for name, recorder in pipeline.queue_depth.items()},
-        "objects": dict(counts),
-        "unfinished_stages": pipeline.running_stages(),
-    }
-
-
-def _refiner_summary(config: RunConfig, refiner: FrameRefiner | None, device: str) -> dict[str, Any] | None:
-    if refiner is None:
-        return None
-    return {
-        "path": str(config.refiner),
-        "backend": refiner.backend.name,
-        "device": device,
-        "spec": asdict(refiner.spec),
-        "policy": refiner.policy,
-        "min_size": refiner.min_size,
-        "flip_tta": refiner.flip_tta,
-        "iterations": refiner.iterations,
-        "class_mapping": refiner.mapping.describe(),
-        "cropper": type(refiner.cropper).__name__,
-    }
-
-
-def add_server_statistics(summary: dict[str, Any], refiner: FrameRefiner | None) -> None:
-    """A served refiner's queue and compute time on the server (Triton), as summary["refiner"]["server"]."""
-    statistics = getattr(refiner.backend if refiner else None, "server_statistics", None)
-    if statistics is None:
-        return
-    try:
-        summary["refiner"]["server"] = statistics()
-    except BackendError as error:
-        summary.setdefault("warnings", []).append(f"no server statistics: {error}")
+def _failure(pipeline: StagePipeline, mux: StreamMux, summary: dict[str, Any]) -> StageFailure | None:
+    """The exception behind a failed run: a stage's, or the one stream's whose failure failed the run."""
+    if pipeline.failure is not None or summary["status"] != "failed" or len(mux.stats) != 1:
+        return pipeline.failure
+    return StageFailure("read", mux.stats[0].error) if mux.stats[0].error is not None else None
 
 
 def _close_all(resources: list[Any]) -> None:

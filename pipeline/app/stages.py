@@ -3,9 +3,8 @@
 Threads suffice because the heavy calls (OpenCV decoding and resizing, torch, ONNX Runtime,
 TensorRT) release the GIL, so a slow stage overlaps with the others instead of serialising them.
 Each stage is a single thread, so items leave in the order they entered. Queues are bounded, so a
-slow stage back-pressures the reader and memory stays flat. A lossless source blocks when the
-first queue is full; a live one drops the oldest queued item instead, because a camera does not
-wait and the newest frame is the one worth showing.
+slow stage back-pressures the reader and memory stays flat: the reader blocks when the first queue
+is full (a live camera's frames are dropped before that, by its own reader in pipeline.app.streams).
 
 Every blocking queue call polls the stop event, so all threads end within one poll interval plus
 the duration of the call they are in. The first exception in any stage is kept, stops every stage,
@@ -19,7 +18,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ POLL_SECONDS = 0.05
 READ_STAGE = "read"
 END_TO_END = "end_to_end"
 THREAD_PREFIX = "stage-"  # thread names, so a test (or a debugger) can find leftover stage threads
-_END = object()  # end of stream marker, travels through the queues behind the last item
+END = object()  # end of stream marker, travels through a queue behind the last item
 _STOPPED = object()  # returned by a queue wait that was cut short by the stop event
 
 
@@ -96,13 +96,14 @@ class DepthRecorder:
 
 
 class StagePipeline:
-    """Reads `source` in one thread and runs each stage in its own thread, in order.
+    """Reads `source` in one thread and runs each stage in its own thread, in order; nothing is lost.
 
-    `live=True` makes the reader drop the oldest queued item when the first queue is full
-    (counted in `frames_dropped`); otherwise the reader blocks and nothing is lost.
+    `read_ahead`: how many items the reader may queue for the first stage (default `queue_size`). A
+    source with queues of its own (StreamMux) takes 1, so frames wait once, where a live stream can
+    drop its oldest, instead of twice.
     """
 
-    def __init__(self, source: Iterable[Any], stages: Sequence[Stage], queue_size: int = 4, live: bool = False) -> None:
+    def __init__(self, source: Iterable[Any], stages: Sequence[Stage], queue_size: int = 4, read_ahead: int | None = None) -> None:
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
         names = [stage.name for stage in stages]
@@ -110,15 +111,14 @@ class StagePipeline:
             raise ValueError(f"stage names must be unique; got {names}")
         self.stop_event = threading.Event()
         self.latency = {name: LatencyRecorder() for name in (READ_STAGE, *names, END_TO_END)}
-        self.queue_depth = {name: DepthRecorder(queue_size) for name in names}  # each stage's inbox
+        sizes = [read_ahead or queue_size, *[queue_size] * (len(stages) - 1)]
+        self.queue_depth = {name: DepthRecorder(size) for name, size in zip(names, sizes, strict=True)}  # each stage's inbox
         self.frames_read = 0
-        self.frames_dropped = 0
         self.frames_done = 0
         self.failure: StageFailure | None = None
         self._source = source
         self._stages = tuple(stages)
-        self._live = live
-        self._queues = [queue.Queue(maxsize=queue_size) for _ in stages]
+        self._queues = [queue.Queue(maxsize=size) for size in sizes]
         self._failure_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -167,8 +167,7 @@ class StagePipeline:
             self.stop_event.set()
 
     def _read(self, outbox: queue.Queue) -> None:
-        iterator = iter(self._source)
-        try:
+        with closing_iterator(self._source) as iterator:
             while not self.stop_event.is_set():
                 started = time.perf_counter()
                 try:
@@ -178,16 +177,9 @@ class StagePipeline:
                 read_at = time.perf_counter()
                 self.latency[READ_STAGE].add(read_at - started)
                 self.frames_read += 1
-                packet = (read_at, item)
-                if self._live:
-                    self._put_dropping_oldest(outbox, packet)
-                elif not put_until_stopped(outbox, packet, self.stop_event):
+                if not put_until_stopped(outbox, (read_at, item), self.stop_event):
                     return
-            put_until_stopped(outbox, _END, self.stop_event)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
+            put_until_stopped(outbox, END, self.stop_event)
 
     def _work(self, stage: Stage, inbox: queue.Queue, outbox: queue.Queue | None) -> None:
         recorder, depth = self.latency[stage.name], self.queue_depth[stage.name]
@@ -195,9 +187,9 @@ class StagePipeline:
             packet = self._get(inbox)
             if packet is _STOPPED:
                 return
-            if packet is _END:
+            if packet is END:
                 if outbox is not None:
-                    put_until_stopped(outbox, _END, self.stop_event)
+                    put_until_stopped(outbox, END, self.stop_event)
                 return
             depth.add(inbox.qsize() + 1)  # items waiting when this one was taken, itself included
             read_at, item = packet
@@ -219,8 +211,17 @@ class StagePipeline:
                 continue
         return _STOPPED
 
-    def _put_dropping_oldest(self, box: queue.Queue, packet: Any) -> None:
-        self.frames_dropped += put_dropping_oldest(box, packet)
+
+@contextmanager
+def closing_iterator(iterable: Iterable[Any]) -> Iterator[Iterator[Any]]:
+    """Iterate `iterable` and close its iterator however reading ends: a source's generator releases its capture."""
+    iterator = iter(iterable)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def put_until_stopped(box: queue.Queue, packet: Any, stop: threading.Event) -> bool:

@@ -1,4 +1,7 @@
-"""Many streams, one pipeline: a reader thread per source, cycles of frames out (nvstreammux's idea).
+"""Streams into one pipeline: a reader thread per source, cycles of frames out (nvstreammux's idea).
+
+Every run goes through here; one stream is a mux of one (a cycle is then one frame, closed as soon
+as it arrives).
 
 A cycle holds at most one frame per stream. It closes when every stream still running has a
 frame, or `batch_timeout` seconds after its first frame arrived (nvstreammux's batched-push
@@ -19,12 +22,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
-from pipeline.app.stages import POLL_SECONDS, THREAD_PREFIX, LatencyRecorder, put_dropping_oldest, put_until_stopped
+from pipeline.app.stages import END, POLL_SECONDS, THREAD_PREFIX, LatencyRecorder, closing_iterator, put_dropping_oldest, put_until_stopped
 from pipeline.core.types import Frame
 from pipeline.io.sources import FrameSource
 
 DEFAULT_BATCH_TIMEOUT_MS = 50.0  # a little over one frame interval of a 25-30 fps camera
-_END = object()  # a reader's last item: its stream ended or failed
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,10 @@ class StreamStats:
     read: int = 0
     dropped: int = 0
     done: int = 0
-    error: str | None = None
+    error: BaseException | None = None  # what ended the stream, if it did not just end
     last_done_at: float | None = None  # time.perf_counter() of its last written frame
-    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    latency: LatencyRecorder = field(default_factory=LatencyRecorder)  # read -> written
+    decoding: LatencyRecorder = field(default_factory=LatencyRecorder)  # the source's own time per frame
 
     def written(self, item: StreamFrame) -> None:
         """Count a written frame of this stream; called by the write stage only."""
@@ -96,6 +99,14 @@ class StreamMux:
             for thread in self._threads:
                 thread.join(POLL_SECONDS * 4)  # daemons: one stuck in a camera read must not hold the run
 
+    def written(self, item: StreamFrame) -> None:
+        """Count a frame as done in its stream's figures; called by the run's write stage only."""
+        self.stats[item.stream].written(item)
+
+    def frames_dropped(self) -> int:
+        """Frames the live streams dropped so far, over every stream."""
+        return sum(stats.dropped for stats in self.stats)
+
     def interrupt(self) -> None:
         """Stop the readers and cut short any reconnect back-off; safe from any thread."""
         self._stop.set()
@@ -113,7 +124,7 @@ class StreamMux:
                     item = self._queues[stream].get_nowait()
                 except queue.Empty:
                     continue
-                if item is _END:
+                if item is END:
                     running.discard(stream)
                 else:
                     cycle[stream] = item
@@ -130,21 +141,21 @@ class StreamMux:
     def _read(self, stream: int) -> None:
         """One stream's reader thread; an error ends this stream only (kept in its stats)."""
         source, stats, box = self.sources[stream], self.stats[stream], self._queues[stream]
-        frames = iter(source)
         try:
-            for frame in islice(frames, self._max_frames):
-                stats.read += 1
-                item = StreamFrame(stream, frame, time.perf_counter())
-                if source.live:
-                    stats.dropped += put_dropping_oldest(box, item)
-                elif not put_until_stopped(box, item, self._stop):
-                    return
-                self._arrived.set()
+            with closing_iterator(source) as frames:
+                started = time.perf_counter()
+                for frame in islice(frames, self._max_frames):
+                    read_at = time.perf_counter()
+                    stats.read += 1
+                    stats.decoding.add(read_at - started)
+                    item = StreamFrame(stream, frame, read_at)
+                    if source.live:
+                        stats.dropped += put_dropping_oldest(box, item)
+                    elif not put_until_stopped(box, item, self._stop):
+                        return
+                    self._arrived.set()
+                    started = time.perf_counter()
         except Exception as error:  # a dead stream must not stop the others
-            stats.error = str(error)
-        finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
-        put_until_stopped(box, _END, self._stop)
+            stats.error = error
+        put_until_stopped(box, END, self._stop)
         self._arrived.set()

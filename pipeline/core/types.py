@@ -125,7 +125,8 @@ class RefinedDetections:
 
 @dataclass(frozen=True)
 class FrameResult:
-    """A frame and its refined detections: what every sink consumes."""
+    """A frame, its refined detections and the stream it came from: what every sink consumes."""
 
     frame: Frame
     objects: RefinedDetections
+    stream: int = 0  # the source's position in the run's sources (0 for a run of one stream)

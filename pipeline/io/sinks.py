@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -27,15 +27,31 @@ DEFAULT_VIDEO_FPS = 30.0
 
 
 class Sink(Protocol):
+    """Takes every written result of a run, of every stream (`result.stream` says which)."""
+
     def write(self, result: FrameResult) -> None: ...
 
     def close(self) -> None: ...
 
 
-def frame_record(result: FrameResult, stream: int | None = None) -> dict:
+class PerStream:
+    """One sink per stream (a video, a window each): a result goes to the sink of its stream."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def write(self, result: FrameResult) -> None:
+        self.sinks[result.stream].write(result)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def frame_record(result: FrameResult, tag_stream: bool = False) -> dict:
     """One detections.jsonl line: the frame and, per object, both boxes and why the box is what it is.
 
-    `stream`: the source's index in a run of many streams (first key of the line); None for one stream.
+    `tag_stream`: a run of many streams puts the source's index first (`"stream": i`); one stream does not.
     """
     objects = result.objects
     detections = objects.detections
@@ -56,19 +72,23 @@ def frame_record(result: FrameResult, stream: int | None = None) -> dict:
             }
         )
     frame = result.frame
-    tag = {} if stream is None else {"stream": stream}
+    tag = {"stream": result.stream} if tag_stream else {}
     return {**tag, "frame": frame.index, "timestamp": frame.timestamp, "name": frame.name, "objects": records}
 
 
 class JsonlSink:
-    """detections.jsonl: one line per frame, flushed at once so a crash loses nothing finished."""
+    """detections.jsonl: one line per frame, flushed at once so a crash loses nothing finished.
 
-    def __init__(self, path: Path) -> None:
+    `tag_stream`: tag each line with its stream (a run of many streams).
+    """
+
+    def __init__(self, path: Path, tag_stream: bool = False) -> None:
         self.path = Path(path)
+        self.tag_stream = tag_stream
         self._file: TextIO = self.path.open("x", encoding="utf-8")
 
-    def write(self, result: FrameResult, stream: int | None = None) -> None:
-        self._file.write(json.dumps(frame_record(result, stream), allow_nan=False) + "\n")
+    def write(self, result: FrameResult) -> None:
+        self._file.write(json.dumps(frame_record(result, self.tag_stream), allow_nan=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:

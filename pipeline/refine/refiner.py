@@ -162,12 +162,16 @@ class FrameRefiner:
     def prepare_many(self, pairs: Sequence[tuple[Frame, Detections]]) -> BatchJob:
         """Prepare several frames (many streams) so that `finish_many` refines them in ONE backend call.
 
-        Each frame's crops are copied out at once: a ring cropper reuses its buffers after a few
-        frames, fewer than a cycle of many streams may hold.
+        With several frames, each frame's crops are copied out as soon as they are made: a ring
+        cropper reuses its buffers after a few frames, fewer than a cycle of many streams may hold.
+        One frame (a run of one stream) keeps its ring buffer, as `prepare` does.
         """
-        jobs = tuple(replace(job, crops=_copy(job.crops)) for job in (self.prepare(*pair) for pair in pairs))
-        if not jobs:
+        if not pairs:
             raise ValueError("prepare_many needs at least one frame")
+        if len(pairs) == 1:
+            jobs: tuple[RefineJob, ...] = (self.prepare(*pairs[0]),)
+        else:
+            jobs = tuple(replace(job, crops=_copy(job.crops)) for job in (self.prepare(*pair) for pair in pairs))
         crops = jobs[0].crops if len(jobs) == 1 else concatenate_all([job.crops for job in jobs])
         return BatchJob(jobs, crops, np.concatenate([job.vectors for job in jobs]))
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from pipeline.app.cli import main
-from pipeline.app.run import choose_output_dir
+from pipeline.app.outputs import choose_output_dir
 from pipeline.app.stages import THREAD_PREFIX
 from pipeline.core.spec import RefinerSpec
 from pipeline.model.artifacts import read_spec

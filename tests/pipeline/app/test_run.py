@@ -39,7 +39,7 @@ def test_a_dropped_live_stream_reconnects_and_the_summary_counts_it(tmp_path):
     clip, detections = write_clip(tmp_path / "clip.mp4", 12), write_mot_detections(tmp_path / "det.txt", 12)
     # A file read as a live stream "drops" at its end; reopening it is a real reconnect.
     source = CaptureSource(str(clip), live=True, reconnect=QUICK_RECONNECT)
-    report = run(baseline_config(clip, detections, tmp_path / "run", max_frames=30), source=source)
+    report = run(baseline_config(clip, detections, tmp_path / "run", max_frames=30), sources=[source])
     summary = read_summary(tmp_path / "run")
     assert report.exit_code == 0 and summary["status"] == "completed"
     assert summary["source"]["reconnects"] == 2 and summary["frames"]["read"] == 30
@@ -50,7 +50,7 @@ def test_a_stream_that_stays_down_fails_after_its_tries_and_keeps_every_frame(tm
     clip, detections = write_clip(tmp_path / "clip.mp4", 12), write_mot_detections(tmp_path / "det.txt", 12)
     source = CaptureSource(str(clip), live=True, reconnect=QUICK_RECONNECT)
     clip.unlink()  # the open capture still reads its 12 frames; every reopen fails
-    report = run(baseline_config(clip, detections, tmp_path / "run", queue_size=64), source=source)
+    report = run(baseline_config(clip, detections, tmp_path / "run", queue_size=64), sources=[source])
     summary = read_summary(tmp_path / "run")
     assert report.exit_code == 1 and summary["status"] == "failed"
     assert "did not come back in 3 tries" in summary["error"] and summary["unfinished_stages"] == []
@@ -141,7 +141,7 @@ def test_soak_thousands_of_frames_keep_memory_flat(tmp_path, live):
     source = GeneratedSource(frames, live)
     config = RunConfig(source="generated", detector=detections, refiner=refiner, backend="torch", device="cpu",
                        output=tmp_path / "run", progress=False)
-    report = run(config, source=source)
+    report = run(config, sources=[source])
     summary = read_summary(tmp_path / "run")
     assert report.exit_code == 0 and summary["frames"]["read"] == frames
     processed, dropped = summary["frames"]["processed"], summary["frames"]["dropped"]

@@ -77,17 +77,7 @@ def test_lossless_source_never_drops():
     out: list[int] = []
     pipeline = StagePipeline(range(30), [Stage("slow", sleeper(0.01)), collect(out)], queue_size=1)
     pipeline.run()
-    assert out == list(range(30)) and pipeline.frames_dropped == 0
-
-
-def test_live_source_drops_oldest_and_counts_every_drop():
-    out: list[int] = []
-    pipeline = StagePipeline(range(200), [Stage("slow", sleeper(0.01)), collect(out)], queue_size=2, live=True)
-    assert pipeline.run() is None
-    assert pipeline.frames_dropped > 0
-    assert pipeline.frames_read == 200
-    assert len(out) + pipeline.frames_dropped == 200
-    assert out == sorted(out) and out[-1] == 199  # the newest frame survives, order is kept
+    assert out == list(range(30)) and pipeline.frames_read == pipeline.frames_done == 30
 
 
 def test_first_exception_stops_every_stage_and_no_thread_is_left():

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.app.cli import main
-from pipeline.app.run import RunConfig
-from pipeline.app.run_streams import run_streams
+from pipeline.app.run import RunConfig, detect_cycle, run
 from pipeline.app.streams import StreamMux
 from pipeline.core.errors import SourceError
 from pipeline.core.types import Detections, Frame
@@ -102,7 +101,7 @@ def baseline(inputs: dict[str, Path], output: Path) -> RunConfig:
 
 def test_a_stream_that_dies_leaves_a_warning_and_the_others_finish(inputs, tmp_path):
     sources = [CountedFrames(12), CountedFrames(3, fail=True)]
-    report = run_streams(baseline(inputs, tmp_path / "run"), sources=sources)
+    report = run(baseline(inputs, tmp_path / "run"), sources=sources)
     assert report.exit_code == 0 and report.summary["status"] == "completed"
     assert [s["frames"]["processed"] for s in report.summary["streams"]] == [12, 3]
     assert report.summary["streams"][1]["error"] == "failing 3 frames dropped and did not come back"
@@ -110,7 +109,7 @@ def test_a_stream_that_dies_leaves_a_warning_and_the_others_finish(inputs, tmp_p
 
 
 def test_the_run_fails_when_every_stream_failed(inputs, tmp_path):
-    report = run_streams(baseline(inputs, tmp_path / "run"), sources=[CountedFrames(2, fail=True), CountedFrames(1, fail=True)])
+    report = run(baseline(inputs, tmp_path / "run"), sources=[CountedFrames(2, fail=True), CountedFrames(1, fail=True)])
     assert report.exit_code == 1 and report.summary["status"] == "failed"
     assert report.summary["error"].startswith("every stream failed") and len(records(tmp_path / "run")) == 3
 
@@ -182,7 +181,7 @@ def test_a_single_source_keeps_the_single_stream_outputs(inputs, tmp_path):
 
 def test_a_capture_source_file_reads_as_a_stream(inputs, tmp_path):
     sources = [CaptureSource(str(inputs["a"]), live=False), CaptureSource(str(inputs["short"]), live=False)]
-    report = run_streams(baseline(inputs, tmp_path / "run"), sources=sources)
+    report = run(baseline(inputs, tmp_path / "run"), sources=sources)
     assert [s["frames"]["processed"] for s in report.summary["streams"]] == [12, 4]
     assert [s["frame_count"] for s in report.summary["streams"]] == [12, 4]
 
@@ -191,7 +190,6 @@ def test_a_cycle_is_detected_in_one_batched_call_with_the_same_boxes_as_frame_by
     from itertools import islice
 
     from pipeline.io.detectors import open_detector
-    from pipeline.app.run_streams import detect_cycle
     from pipeline.app.streams import StreamFrame
 
     repo = Path(__file__).resolve().parents[3]
@@ -214,7 +212,7 @@ def test_a_live_stream_that_drops_reconnects_beside_a_file_stream(inputs, tmp_pa
     camera = CaptureSource(str(inputs["a"]), live=True, reconnect=Reconnect(tries=3, first_delay=0.01, max_delay=0.02))
     config = RunConfig(source="unused", detector=inputs["detections"], refine=False, output=tmp_path / "run", progress=False,
                        max_frames=30)  # fmt: skip
-    report = run_streams(config, sources=[camera, CaptureSource(str(inputs["short"]), live=False)])
+    report = run(config, sources=[camera, CaptureSource(str(inputs["short"]), live=False)])
     live, file = report.summary["streams"]
     assert report.exit_code == 0 and live["reconnects"] == 2 and live["frames"]["read"] == 30
     assert live["frames"]["processed"] + live["frames"]["dropped"] == 30 and file["frames"]["processed"] == 4

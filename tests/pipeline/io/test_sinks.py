@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from pipeline.io.sinks import (
     REFINED_COLOUR,
     AnnotatedVideoSink,
     JsonlSink,
+    PerStream,
     ProgressSink,
     draw_result,
     frame_record,
@@ -59,6 +61,36 @@ def test_jsonl_has_one_flushed_line_per_frame_before_close(tmp_path):
         lines = (tmp_path / "detections.jsonl").read_text().splitlines()
         assert len(lines) == index + 1 and json.loads(lines[-1])["frame"] == index
     sink.close()
+
+
+def test_jsonl_tags_each_line_with_its_stream_only_when_asked(tmp_path):
+    tagged, plain = JsonlSink(tmp_path / "many.jsonl", tag_stream=True), JsonlSink(tmp_path / "one.jsonl")
+    for sink in (tagged, plain):
+        sink.write(replace(result(0), stream=2))
+        sink.close()
+    assert json.loads((tmp_path / "many.jsonl").read_text())["stream"] == 2
+    assert "stream" not in json.loads((tmp_path / "one.jsonl").read_text())
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.frames: list[int] = []
+        self.closed = False
+
+    def write(self, result: FrameResult) -> None:
+        self.frames.append(result.frame.index)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_per_stream_sends_each_result_to_its_streams_sink_and_closes_all():
+    sinks = [Recording(), Recording()]
+    router = PerStream(sinks)
+    for index, stream in enumerate((1, 0, 1)):
+        router.write(replace(result(index), stream=stream))
+    router.close()
+    assert [sink.frames for sink in sinks] == [[1], [0, 2]] and all(sink.closed for sink in sinks)
 
 
 def test_jsonl_never_overwrites(tmp_path):
