@@ -17,12 +17,10 @@ import torch
 
 from pipeline.core.errors import BBRefinementError
 from pipeline.core.spec import BACKBONES, HEADS, RefinerSpec
-from pipeline.model.artifacts import read_spec
-from pipeline.model.net import RefinerNet
-from pipeline.model.pretrained import SOURCES, weights_file
+from pipeline.model.pretrained import SOURCES
 from train.augment import JITTER_SPREADS, AugmentConfig
 from train.data import AnnotatedImage, DatasetError, load_images
-from train.loop import TrainConfig, config_summary, train, warm_startable
+from train.loop import TrainConfig, config_summary, train
 from train.losses import BOX_LOSSES
 
 
@@ -111,11 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train_images, class_names = load_datasets(args, "train")
         val_images, _ = load_datasets(args, "val")
-    except DatasetError as error:
+        config = train_config(args, build_spec(args, class_names))
+        print(f"train: {len(train_images)} images, val: {len(val_images)} images, classes: {', '.join(class_names)}", flush=True)
+        print(json.dumps(config_summary(config), default=str), flush=True)
+        best = train(config, train_images, val_images)
+    except BBRefinementError as error:  # the library raises; this CLI says it in one line
         print(f"error: {error}", file=sys.stderr)
         return 2
-    spec = build_spec(args, class_names)
-    config = TrainConfig(
+    print(f"best epoch: {json.dumps(best)}")
+    return 0
+
+
+def train_config(args: argparse.Namespace, spec: RefinerSpec) -> TrainConfig:
+    """The flags as a TrainConfig, which checks them (a UsageError names the flag to change)."""
+    return TrainConfig(
         spec=spec, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
         boxes_per_image=args.boxes_per_image, loss=args.loss, optimizer=args.optimizer,
         learning_rate=args.lr or (1.0 if args.optimizer == "adadelta" else 1e-3), seed=args.seed, workers=args.workers,
@@ -129,34 +136,6 @@ def main(argv: list[str] | None = None) -> int:
             padding_max=args.train_padding[1] if args.train_padding else None,
         ),
     )
-    try:
-        RefinerNet(config.spec)  # an unknown backbone, or a head it cannot carry, fails here in one line
-        if config.pretrained:
-            weights_file(SOURCES[config.spec.backbone])  # the weights' package is installed, before any work
-    except (ValueError, RuntimeError) as error:
-        print(f"error: cannot build a {config.spec.name} refiner: {error}", file=sys.stderr)
-        return 2
-    samples_per_epoch = len(train_images) * args.boxes_per_image
-    if samples_per_epoch < args.batch_size:
-        print(f"error: {samples_per_epoch} training samples per epoch is less than one batch of {args.batch_size}, so "
-              "nothing would be learned; pass a smaller --batch-size or more --boxes-per-image", file=sys.stderr)
-        return 2
-    if args.init is not None:
-        try:
-            start_spec = read_spec(args.init)  # the spec only; the loop loads the weights
-        except BBRefinementError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        if not warm_startable(start_spec, config.spec):
-            print(f"error: --init {args.init} is a {start_spec.name} model but this run trains {config.spec.name}; "
-                  "pass the same --backbone, classes and quality/mixture settings (--head, --padding and "
-                  "--input-size may differ)", file=sys.stderr)
-            return 2
-    print(f"train: {len(train_images)} images, val: {len(val_images)} images, classes: {', '.join(class_names)}", flush=True)
-    print(json.dumps(config_summary(config), default=str), flush=True)
-    best = train(config, train_images, val_images)
-    print(f"best epoch: {json.dumps(best)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -19,10 +19,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from pipeline.core.errors import UsageError
 from pipeline.core.spec import RefinerSpec
+from pipeline.model.artifacts import read_spec
 from pipeline.model.checkpoint import load_refiner, save_refiner
 from pipeline.model.net import RefinerNet
-from pipeline.model.pretrained import load_backbone_weights
+from pipeline.model.pretrained import SOURCES, load_backbone_weights, weights_file
 from train.augment import AugmentConfig, Sample, make_sample
 from train.data import AnnotatedImage
 from train.losses import BOX_LOSSES, paired_iou, quality_loss
@@ -56,6 +58,31 @@ class TrainConfig:
     freeze_stages: int = 0  # backbone stem and blocks below this index get no gradient (the costly high-resolution part)
     channels_last: bool = False  # NHWC weights: the uint8 NHWC crops then never change layout (speed measured in the README)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        """Everything that can be wrong before any data is read, as one UsageError (or the file's own error)."""
+        for name in ("epochs", "batch_size", "boxes_per_image", "val_boxes"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.loss not in BOX_LOSSES or self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"choose --loss from {', '.join(sorted(BOX_LOSSES))} and --optimizer from {', '.join(OPTIMIZERS)}")
+        if not 0.0 <= self.real_box_share <= 1.0:
+            raise UsageError("--real-box-share must lie in 0..1")
+        try:
+            RefinerNet(self.spec)  # an unknown backbone, or a head it cannot carry
+        except (ValueError, RuntimeError) as error:
+            raise UsageError(f"cannot build a {self.spec.name} refiner: {error}") from None
+        if self.pretrained:
+            if self.spec.backbone not in SOURCES:
+                raise UsageError(f"no installed ImageNet weights are known for {self.spec.backbone}; train it from random weights")
+            weights_file(SOURCES[self.spec.backbone])  # the weights' package is installed, before any work
+        if self.init is not None:
+            start = read_spec(self.init)  # the spec only; train() loads the weights
+            if not warm_startable(start, self.spec):
+                raise UsageError(
+                    f"--init {self.init} is a {start.name} model, trained for another spec than this run's {self.spec.name}; "
+                    "pass the same --backbone and quality/mixture settings (--head, --padding, --input-size and classes may differ)"
+                )
 
 
 # A real box teaches the box head only if it found its object this clearly (COCO's AP50 bar):
@@ -168,6 +195,11 @@ def distributed_rank() -> tuple[int, int]:
 
 def train(config: TrainConfig, train_images: list[AnnotatedImage], val_images: list[AnnotatedImage]) -> dict[str, float]:
     """Train, keep the best model (by mean of refined and gated val IoU) at config.out; return its metrics."""
+    if len(train_images) * config.boxes_per_image < config.batch_size:
+        raise UsageError(
+            f"{len(train_images) * config.boxes_per_image} training samples per epoch is less than one batch of "
+            f"{config.batch_size}, so nothing would be learned; pass a smaller --batch-size or more --boxes-per-image"
+        )
     rank, world = distributed_rank()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if config.device == "cuda" else "cpu")
     torch.manual_seed(config.seed)
@@ -269,11 +301,9 @@ def warm_start(model: RefinerNet, start: RefinerNet, path: Path) -> None:
     every tensor whose name and shape match (convolutions do not depend on the input size); layers
     that read the mixture vector keep their geometry columns, and each class takes the column of
     the same class in `start`, or the mean of its classes' columns for a new class, so a person
-    refiner starts a many-class one as a class-blind copy of itself; the rest starts fresh.
+    refiner starts a many-class one as a class-blind copy of itself; the rest starts fresh. The
+    specs are warm_startable: TrainConfig checks that when it is made.
     """
-    if not warm_startable(start.spec, model.spec):
-        raise ValueError(f"--init {path} was trained for another spec ({start.spec.name}); use the same backbone, "
-                         f"mixture and quality settings (head, padding, input size and classes may differ)")
     if start.spec == model.spec:
         model.load_state_dict(start.state_dict())
         return

@@ -10,14 +10,13 @@ leftmost drawn pixel column is 10 and rightmost is 19 has x1 = 10, x2 = 20. Obje
 fully inside the frame; where they overlap, the smaller one is drawn on top, so no object is
 hidden completely, and every box is the object's full extent (occluded parts included).
 
-CLI:
-    python -m pipeline.data.synthetic dataset --out DIR --images N --size 640x480 --seed S [--yolo]
-    python -m pipeline.data.synthetic clip --out FILE.mp4 --frames N --size 1280x720 --seed S
+Command line (the app's, pipeline.app.synthetic_data):
+    python -m pipeline.app.synthetic_data dataset --out DIR --images N --size 640x480 --seed S [--yolo]
+    python -m pipeline.app.synthetic_data clip --out FILE.mp4 --frames N --size 1280x720 --seed S
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Iterator
@@ -369,33 +368,3 @@ def parse_size(text: str) -> tuple[int, int]:
     """Parse "WIDTHxHEIGHT" (the CLI size format) into (width, height)."""
     width, height = (int(v) for v in text.lower().split("x"))
     return width, height
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.data.synthetic", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    dataset = commands.add_parser("dataset", help="COCO dataset of still scenes (optionally with YOLO labels)")
-    dataset.add_argument("--out", type=Path, required=True)
-    dataset.add_argument("--images", type=int, required=True)
-    dataset.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT")
-    dataset.add_argument("--seed", type=int, default=0)
-    dataset.add_argument("--yolo", action="store_true", help="also write labels/ and a data.yaml (train = val = this set)")
-    clip = commands.add_parser("clip", help="mp4 of moving objects plus COCO ground truth")
-    clip.add_argument("--out", type=Path, required=True)
-    clip.add_argument("--frames", type=int, required=True)
-    clip.add_argument("--size", type=parse_size, default=(1280, 720), help="WIDTHxHEIGHT")
-    clip.add_argument("--seed", type=int, default=0)
-    clip.add_argument("--objects", type=int, default=8)
-    args = parser.parse_args(argv)
-    if args.command == "dataset":
-        annotations = write_coco_dataset(args.out, args.images, *args.size, args.seed)
-        print(annotations)
-        if args.yolo:
-            write_yolo_labels(args.out)
-            print(write_yolo_data_yaml(args.out / "data.yaml", args.out, args.out))
-    else:
-        print(write_clip(args.out, args.frames, *args.size, args.seed, args.objects))
-
-
-if __name__ == "__main__":
-    main()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.errors import UsageError
 from pipeline.core.spec import RefinerSpec
 from pipeline.model.checkpoint import load_refiner
 from tests.train.test_learning import flat_scenes
@@ -47,8 +48,8 @@ def test_init_starts_from_given_weights_and_refuses_another_spec(tmp_path: Path)
     warm, initial = load_refiner(tmp_path / "warm.safetensors"), load_refiner(start)
     assert torch.equal(warm.box_head.weight, initial.box_head.weight)
     other = RefinerSpec(backbone="mobilenetv3_small_075", input_size=32, class_names=("box",))
-    with pytest.raises(ValueError, match="another spec"):
-        train(TrainConfig(spec=other, out=tmp_path / "x.safetensors", epochs=1, init=start), images, images)
+    with pytest.raises(UsageError, match="another spec"):
+        TrainConfig(spec=other, out=tmp_path / "x.safetensors", epochs=1, init=start)
 
 
 def test_init_from_another_head_copies_the_shared_weights(tmp_path: Path):
@@ -71,8 +72,8 @@ def test_init_from_another_head_copies_the_shared_weights(tmp_path: Path):
     for name in ("backbone.conv_stem.weight", "spatial.embed.1.weight", "quality_head.weight"):
         assert torch.equal(warm.state_dict()[name], initial.state_dict()[name]), name
     other_backbone = RefinerSpec(backbone="mobilenetv3_small_075", input_size=64, class_names=("box",), head="edges")
-    with pytest.raises(ValueError, match="another spec"):
-        train(TrainConfig(spec=other_backbone, out=tmp_path / "x.safetensors", epochs=1, init=start), images, images)
+    with pytest.raises(UsageError, match="another spec"):
+        TrainConfig(spec=other_backbone, out=tmp_path / "x.safetensors", epochs=1, init=start)
 
 
 def test_init_with_more_classes_starts_each_class_as_the_old_refiner(tmp_path: Path):
@@ -116,3 +117,27 @@ def test_init_with_another_padding_and_size_keeps_the_backbone(tmp_path: Path):
     assert warm.spec == wider
     assert torch.equal(warm.state_dict()["backbone.conv_stem.weight"], initial.state_dict()["backbone.conv_stem.weight"])
     assert warm.state_dict()["spatial.embed.1.weight"].shape != initial.state_dict()["spatial.embed.1.weight"].shape
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"epochs": 0}, "--epochs must be at least 1"),
+    ({"batch_size": 0}, "--batch-size must be at least 1"),
+    ({"optimizer": "sgd"}, "choose --loss from"),
+    ({"real_box_share": 1.5}, "--real-box-share must lie in 0..1"),
+    ({"spec": RefinerSpec(backbone="no_such_backbone_v9", input_size=32, class_names=("box",))}, "cannot build a"),
+    ({"pretrained": True, "spec": RefinerSpec(backbone="mobilenetv3_small_050", input_size=32, class_names=("box",))},
+     "no installed ImageNet weights are known"),
+])
+def test_a_config_that_cannot_train_is_refused_when_made(tmp_path: Path, options: dict, message: str):
+    spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=32, class_names=("box",))
+    with pytest.raises(UsageError, match=message):
+        TrainConfig(**{"spec": spec, "out": tmp_path / "r.safetensors", **options})
+    assert not (tmp_path / "r.safetensors").exists()
+
+
+def test_fewer_samples_than_a_batch_is_refused_before_any_work(tmp_path: Path):
+    config = TrainConfig(spec=RefinerSpec(backbone="mobilenetv3_small_050", input_size=32, class_names=("box",)),
+                         out=tmp_path / "r.safetensors", batch_size=64)
+    with pytest.raises(UsageError, match="less than one batch"):
+        train(config, flat_scenes(0, 8), flat_scenes(0, 8))
+    assert not (tmp_path / "r.safetensors").exists()

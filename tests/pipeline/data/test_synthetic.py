@@ -148,9 +148,3 @@ def test_write_clip_gives_a_readable_mp4_and_frame_indexed_ground_truth(tmp_path
     coco = json.loads(json_path.read_text())
     assert [image["id"] for image in coco["images"]] == list(range(15))
     assert len(coco["annotations"]) == 15 * 3
-
-
-def test_cli_writes_a_yolo_ready_dataset(tmp_path) -> None:
-    synthetic.main(["dataset", "--out", str(tmp_path), "--images", "2", "--size", "128x96", "--seed", "1", "--yolo"])
-    assert (tmp_path / "annotations.json").exists() and (tmp_path / "data.yaml").exists()
-    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["000000.txt", "000001.txt"]
