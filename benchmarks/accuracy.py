@@ -207,9 +207,9 @@ def refine_and_score(
             for policy, refiner in refiners.items():
                 refined = refiner(frame, detections)
                 counts[policy].update(str(status) for status in refined.status)
-                results[policy] += coco_results(image_id, refined.final_boxes[evaluable], refined.scores[evaluable], categories)
+                results[policy] += coco_results(image_id, refined.boxes[evaluable], refined.scores[evaluable], categories)
                 if rescoring:
-                    results[f"{policy}_boxes_only"] += coco_results(image_id, refined.final_boxes[evaluable], scores, categories)
+                    results[f"{policy}_boxes_only"] += coco_results(image_id, refined.boxes[evaluable], scores, categories)
     finally:
         for refiner in refiners.values():
             refiner.cropper.close()

@@ -110,7 +110,7 @@ def refined_ious(
                 vectors[:, columns[:2]] += shift[job.selected] * vectors[:, columns[2:]]
                 refined = refiner.finish(dataclasses.replace(job, vectors=vectors))
                 kept = np.array([status in (RefineStatus.REFINED, RefineStatus.GATED) for status in refined.status])
-                ious[policy].append(box_iou_pairs(refined.final_boxes[kept], boxes[kept]))
+                ious[policy].append(box_iou_pairs(refined.boxes[kept], boxes[kept]))
     finally:
         for refiner in refiners.values():
             refiner.cropper.close()

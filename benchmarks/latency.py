@@ -5,7 +5,8 @@ Each measured frame draws fresh boxes in a fixed-size frame and times, separatel
 - crop_pool: the same with the CpuCropper thread pool the pipeline uses;
 - h2d / d2h: the crop batch to the GPU and the outputs back (null unless the backend runs on CUDA);
 - infer:     one batched backend call;
-- decode:    window -> frame coordinates and the acceptance policy;
+- decode:    FrameRefiner.decode_outputs, what ships: the policy with the refiner's calibration, window ->
+             frame coordinates, the blend towards the input box, rescoring;
 - overhead:  the whole FrameRefiner call (prepare + finish, pooled crops), what a frame really pays.
 With --engine-builds fp16[,fp32], each model's TensorRT-RTX engine is also built (portable targets,
 ahead of time: no GPU needed) and its export time, build time and size reported.
@@ -30,14 +31,13 @@ from tqdm import tqdm
 from benchmarks.engine_builds import builds_markdown
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
-from pipeline.core.geometry import crop_windows, decode, mixture_vectors
+from pipeline.core.geometry import crop_windows, mixture_vectors
 from pipeline.core.spec import RefinerSpec, paper_spec
 from pipeline.core.types import Detections, Frame
 from pipeline.data.synthetic import parse_size
 from pipeline.model.checkpoint import save_refiner
 from pipeline.model.defaults import ENGINES_DIR
 from pipeline.refine.crops import CpuCropper
-from pipeline.refine.policy import accept_refined, Policy
 from pipeline.refine.refiner import build_frame_refiner
 
 BENCHMARK_MODELS_DIR = ENGINES_DIR / "cache" / "benchmarks"
@@ -218,12 +218,13 @@ def measure(
             boxes = random_boxes(rng, count, width, height)
             timings: dict[str, float] = {}
             _, timings["crop"] = timed(prepare_crops, spec, image, boxes, single)
-            (windows, vectors, crops), timings["crop_pool"] = timed(prepare_crops, spec, image, boxes, pool)
+            (_, vectors, crops), timings["crop_pool"] = timed(prepare_crops, spec, image, boxes, pool)
             outputs, timings["infer"] = timed(backend.refine, crops, vectors)
             if on_cuda:
                 timings["h2d"], timings["d2h"] = transfer_ms(crops, outputs)
-            _, timings["decode"] = timed(decode_outputs, outputs, windows, refiner.policy)
             detections = Detections(boxes, np.ones(count), np.zeros(count), CLASS_NAMES)
+            job = refiner.prepare(frame, detections)  # the same windows; its crops are not used
+            _, timings["decode"] = timed(refiner.decode_outputs, job, outputs[job.selected])
             _, timings["overhead"] = timed(refiner, frame, detections)
             if index >= warmup:
                 for stage, milliseconds in timings.items():
@@ -250,11 +251,6 @@ def prepare_crops(
     windows = crop_windows(boxes, spec.padding)
     vectors = mixture_vectors(np.zeros(len(boxes)), boxes, windows, spec.num_classes)
     return windows, vectors, cropper.crop(image, windows)
-
-
-def decode_outputs(outputs: np.ndarray, windows: np.ndarray, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
-    """What FrameRefiner.finish does after the backend call: frame boxes and the acceptance mask."""
-    return decode(outputs[:, :4], windows), accept_refined(outputs, policy)
 
 
 def transfer_ms(crops: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:

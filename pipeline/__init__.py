@@ -16,7 +16,7 @@ _ERRORS = ("BBRefinementError", "BackendError", "ClassMappingError", "DefaultMod
            "UsageError")
 _EXPORTS = {
     "Refiner": "pipeline.refine.api",
-    "RefineResult": "pipeline.refine.api",
+    "RefinedDetections": "pipeline.core.types",
     "build_frame_refiner": "pipeline.refine.refiner",
     "RefineStatus": "pipeline.core.types",
     "Detections": "pipeline.core.types",
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
         UsageError,
     )
     from pipeline.core.spec import RefinerSpec
-    from pipeline.core.types import Detections, RefineStatus
-    from pipeline.refine.api import Refiner, RefineResult
+    from pipeline.core.types import Detections, RefinedDetections, RefineStatus
+    from pipeline.refine.api import Refiner
     from pipeline.refine.refiner import build_frame_refiner
 
 

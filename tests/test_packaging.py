@@ -35,6 +35,6 @@ def test_wheel_builds_installs_into_a_fresh_venv_and_imports(tmp_path):
     assert (venv / "bin" / "bbrefine").is_file()
     # Dependencies come from this environment (not reinstalled); the package itself from the fresh venv.
     env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
-    check = "import pipeline; from pipeline import Refiner, RefineResult; print(pipeline.__file__)"
+    check = "import pipeline; from pipeline import Refiner, RefinedDetections; print(pipeline.__file__)"
     done = subprocess.run([str(python), "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip().startswith(str(venv))

@@ -7,8 +7,10 @@ converts or re-checks them. Pure numpy, like the rest of pipeline.core.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -71,9 +73,35 @@ class Detections:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Detections:
+        """The detections at `index` (a position, slice, positions or boolean mask), with the same class names."""
+        rows = [index] if isinstance(index, int | np.integer) else index
+        return Detections(self.boxes[rows], self.scores[rows], self.class_ids[rows], self.class_names)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Each detection's class name."""
+        return tuple(self.class_names[class_id] for class_id in self.class_ids)
+
     @classmethod
     def empty(cls, class_names: tuple[str, ...]) -> Detections:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0), class_names)
+
+    @classmethod
+    def from_ultralytics(cls, result: Any, class_names: Sequence[str] | None = None) -> Detections:
+        """An Ultralytics `Results` (class names from `result.names`), or its `.boxes` with `class_names`.
+
+        Duck-typed: the tensors are read with .cpu().numpy(), so core imports neither torch nor Ultralytics.
+        """
+        boxes = result.boxes if hasattr(result, "names") else result
+        if boxes is None:
+            raise UsageError("these Ultralytics Results hold no boxes; pass a detection model's results")
+        if class_names is None:
+            names = getattr(result, "names", None)
+            if names is None:
+                raise UsageError("Ultralytics boxes carry no class names; pass class_names (the model's names)")
+            class_names = [names[index] for index in range(len(names))] if isinstance(names, dict) else list(names)
+        return cls(_numpy(boxes.xyxy), _numpy(boxes.conf), _numpy(boxes.cls).astype(np.int64), tuple(class_names))
 
 
 class RefineStatus(StrEnum):
@@ -90,7 +118,11 @@ class RefineStatus(StrEnum):
 @dataclass(frozen=True)
 class RefinedDetections:
     """Detections plus, per object, the refined box (NaN row where not used), status, predicted IoUs
-    and the output score (the detector's, unless the refiner's calibration rescores by predicted IoU)."""
+    and the output score (the detector's, unless the refiner's calibration rescores by predicted IoU).
+
+    What Refiner.refine returns and every sink writes: `boxes` (the box to use), `status` (why),
+    `predicted_iou` (NaN rows where not predicted: boxes not refined, or a model without an IoU head).
+    """
 
     detections: Detections
     refined_boxes: np.ndarray  # (N, 4) float64 frame pixels; NaN where the detector's box stands
@@ -112,14 +144,17 @@ class RefinedDetections:
         count = len(detections)
         return cls(detections, np.full((count, 4), np.nan), (status,) * count, np.full((count, 2), np.nan))
 
+    def __len__(self) -> int:
+        return len(self.detections)
+
     @property
     def changed(self) -> np.ndarray:
-        """Mask of objects whose box the refiner changed."""
+        """Mask of objects whose box the refiner changed (status "refined")."""
         return ~np.isnan(self.refined_boxes).any(axis=1)
 
     @property
-    def final_boxes(self) -> np.ndarray:
-        """The box to use for each object: refined where refined, else the detector's."""
+    def boxes(self) -> np.ndarray:
+        """(N, 4) float64 xyxy, the box to use for each object: refined where refined, else the detector's, in input order."""
         return np.where(self.changed[:, None], self.refined_boxes, self.detections.boxes)
 
 
@@ -130,3 +165,8 @@ class FrameResult:
     frame: Frame
     objects: RefinedDetections
     stream: int = 0  # the source's position in the run's sources (0 for a run of one stream)
+
+
+def _numpy(values: Any) -> np.ndarray:
+    """A torch tensor (on any device) or an array-like as a numpy array."""
+    return values.cpu().numpy() if hasattr(values, "cpu") else np.asarray(values)

@@ -7,42 +7,18 @@ and the app cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.core.errors import UsageError
-from pipeline.core.types import Detections, Frame, RefinedDetections, RefineStatus
+from pipeline.core.types import Detections, Frame, RefinedDetections
 from pipeline.model.defaults import default_refiner, resolve_device
 from pipeline.refine.class_mapping import canonical_name
 from pipeline.refine.policy import Policy
 from pipeline.refine.refiner import OTHER_CLASS, build_frame_refiner
-
-
-@dataclass(frozen=True)
-class RefineResult:
-    """Refined boxes of one image, in the order they were given.
-
-    boxes: (N, 4) float64 xyxy, the box to use (refined where refined, else the input box);
-    status: per box, why it is what it is ("refined", "gated", "unmapped", "unusable", "small");
-    predicted_iou: (N, 2) predicted IoU of the input box and of the refined box with the object
-    (NaN for boxes not refined), or None when the model does not predict IoU.
-    """
-
-    boxes: np.ndarray
-    status: tuple[RefineStatus, ...]
-    predicted_iou: np.ndarray | None
-    input_boxes: np.ndarray
-
-    @property
-    def refined(self) -> np.ndarray:
-        """Mask of boxes the refiner changed."""
-        return np.array([status == RefineStatus.REFINED for status in self.status], dtype=bool)
-
-    def __len__(self) -> int:
-        return len(self.boxes)
 
 
 class Refiner:
@@ -85,22 +61,31 @@ class Refiner:
     def refine(
         self,
         frame_bgr: np.ndarray,
-        boxes_xyxy: np.ndarray | Sequence[Sequence[float]],
-        class_names: str | Sequence[str],
+        boxes: Detections | np.ndarray | Sequence[Sequence[float]],
+        class_names: str | Sequence[str] | None = None,
         scores: Sequence[float] | np.ndarray | None = None,
-    ) -> RefineResult:
-        """Refine N boxes (xyxy pixels) of one BGR image; `class_names` is one name per box, or one for all."""
-        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-        names = [class_names] * len(boxes) if isinstance(class_names, str) else list(class_names)
-        if len(names) != len(boxes):
-            raise UsageError(f"got {len(boxes)} boxes but {len(names)} class names; give one name per box")
-        other = len(self.spec.class_names)
-        ids = np.array([self._index.get(canonical_name(str(name)), other) for name in names], dtype=np.int64)
-        scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64)
-        detections = Detections(boxes, scores, ids, (*self.spec.class_names, OTHER_CLASS))
+    ) -> RefinedDetections:
+        """Refine the boxes of one BGR image; the result keeps their order (`.boxes`, `.status`, `.predicted_iou`).
+
+        `boxes`: a Detections (boxes, scores, class ids and the detector's class names, e.g.
+        Detections.from_ultralytics(results[0])), or N xyxy pixel boxes with `class_names`, one name
+        per box or one for all, and optional `scores`. Integer class ids need their names: pass a Detections.
+        """
+        if isinstance(boxes, Detections):
+            if class_names is not None or scores is not None:
+                raise UsageError("a Detections carries its class names and scores; pass it alone")
+            detections = boxes
+        else:
+            detections = _named_detections(boxes, class_names, scores)
         image = np.ascontiguousarray(frame_bgr)
-        refined = self._frame_refiner(Frame(0, image, None, "image"), detections)
-        return _result(refined, boxes, self.spec.predicts_iou)
+        refined = self._frame_refiner(Frame(0, image, None, "image"), self._in_refiner_classes(detections))
+        return replace(refined, detections=detections)  # the caller's classes, not the refiner's
+
+    def _in_refiner_classes(self, detections: Detections) -> Detections:
+        """The same detections with class ids into the refiner's classes (OTHER_CLASS for the rest), by name."""
+        other = len(self.spec.class_names)
+        ids = [self._index.get(canonical_name(name), other) for name in detections.names]
+        return Detections(detections.boxes, detections.scores, ids, (*self.spec.class_names, OTHER_CLASS))
 
     def refine_ultralytics(self, results: Any) -> Any:
         """Ultralytics Results (one or a list, as `model(image)` returns) with refined boxes; same type back."""
@@ -109,11 +94,8 @@ class Refiner:
         return self._refine_one_ultralytics(results)
 
     def _refine_one_ultralytics(self, result: Any) -> Any:
-        if result.boxes is None:
-            raise UsageError("refine_ultralytics needs detection Results (with .boxes)")
+        refined = self.refine(result.orig_img, Detections.from_ultralytics(result))
         data = result.boxes.data.clone()
-        names = [result.names[int(class_id)] for class_id in result.boxes.cls.tolist()]
-        refined = self.refine(result.orig_img, result.boxes.xyxy.cpu().numpy(), names, result.boxes.conf.cpu().numpy())
         data[:, :4] = data.new_tensor(refined.boxes)
         out = result.new()
         out.update(boxes=data)
@@ -137,11 +119,22 @@ class Refiner:
         self.close()
 
 
-def _result(refined: RefinedDetections, input_boxes: np.ndarray, predicts_iou: bool) -> RefineResult:
-    # Unchanged boxes come back exactly as given (the caller's values, before Detections made them float64).
-    return RefineResult(
-        boxes=np.where(refined.changed[:, None], refined.refined_boxes, input_boxes),
-        status=refined.status,
-        predicted_iou=refined.predicted_iou if predicts_iou else None,
-        input_boxes=input_boxes,
-    )
+def _named_detections(
+    boxes: np.ndarray | Sequence[Sequence[float]], class_names: str | Sequence[str] | None, scores: Sequence[float] | np.ndarray | None
+) -> Detections:
+    """Boxes with one class name each (or one for all) as Detections over the names given, in their first order."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if class_names is None:
+        raise UsageError("give class_names (one name per box, or one for all), or pass a Detections with the detector's names")
+    names = [class_names] * len(boxes) if isinstance(class_names, str) else list(class_names)
+    wrong = next((name for name in names if not isinstance(name, str)), None)
+    if wrong is not None:
+        raise UsageError(
+            f"class_names must be names, got {wrong!r}; for class ids pass Detections(boxes, scores, class_ids, "
+            "detector_class_names) or Detections.from_ultralytics(results[0])"
+        )
+    if len(names) != len(boxes):
+        raise UsageError(f"got {len(boxes)} boxes but {len(names)} class names; give one name per box")
+    known = tuple(dict.fromkeys(names)) or (OTHER_CLASS,)  # Detections needs a class list, even for no boxes
+    ids = [known.index(name) for name in names]
+    return Detections(boxes, np.ones(len(boxes)) if scores is None else scores, ids, known)

@@ -103,11 +103,6 @@ def leaves_every_box_alone(policy: Policy, calibration: Calibration) -> bool:
     return bool(refined_weight(largest_gain, policy, calibration)[0] == 0)
 
 
-def accept_refined(outputs: np.ndarray, policy: Policy) -> np.ndarray:
-    """Mask of outputs that change the input box at all (weight above zero)."""
-    return refined_weight(outputs, policy) > 0
-
-
 def rescored(scores: np.ndarray, outputs: np.ndarray, weights: np.ndarray, power: float) -> np.ndarray:
     """Scores x (predicted IoU of the output box) ** power; the output box's IoU is the two
     predictions (columns 4, 5) mixed as the boxes were, by `weights`."""

@@ -192,7 +192,7 @@ class FrameRefiner:
         for _ in range(self.iterations - 1):
             if not changed.any():
                 break
-            moved = Detections(result.final_boxes, job.detections.scores, job.detections.class_ids, job.detections.class_names)
+            moved = Detections(result.boxes, job.detections.scores, job.detections.class_ids, job.detections.class_names)
             again = self._refine_once(self.prepare(job.frame, moved, only=changed, cropper=self._iteration_cropper))
             changed = again.changed
             result = merge_iteration(result, again)
@@ -200,8 +200,15 @@ class FrameRefiner:
 
     def _refine_once(self, job: RefineJob, outputs: np.ndarray | None = None) -> RefinedDetections:
         """`outputs`: this job's rows of a call already made for many frames (finish_many)."""
+        return self.decode_outputs(job, self._infer(job.crops, job.vectors) if outputs is None else outputs)
+
+    def decode_outputs(self, job: RefineJob, outputs: np.ndarray) -> RefinedDetections:
+        """A job's backend outputs as refined detections: the policy's weights (with the calibration),
+        windows back to frame pixels, the blend towards the input box, rescored scores.
+
+        Public so that the latency benchmark times exactly the decode that ships.
+        """
         count = len(job.detections)
-        outputs = self._infer(job.crops, job.vectors) if outputs is None else outputs
         inputs = job.detections.boxes[job.selected]
         weights = refined_weight(outputs, self.policy, self.calibration, longer_sides(inputs))
         accepted = weights > 0

@@ -25,12 +25,12 @@ def from_supervision(detections: Any) -> tuple[np.ndarray, list[str], np.ndarray
 
 
 def to_supervision(detections: Any, result: Any) -> Any:
-    """A copy of `detections` with the refined boxes, and per box data["refine_status"] and data["predicted_iou"]."""
+    """A copy of `detections` with the refined boxes (`result`: RefinedDetections), and per box data["refine_status"]
+    and data["predicted_iou"]."""
     import copy
 
     refined = copy.deepcopy(detections)
     refined.xyxy = np.asarray(result.boxes, dtype=np.float32)
     refined.data["refine_status"] = np.array([str(status) for status in result.status])
-    if result.predicted_iou is not None:
-        refined.data["predicted_iou"] = np.asarray(result.predicted_iou, dtype=np.float32)
+    refined.data["predicted_iou"] = np.asarray(result.predicted_iou, dtype=np.float32)  # NaN rows where not predicted
     return refined

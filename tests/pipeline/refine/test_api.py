@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import Refiner, RefineStatus
+from pipeline import Detections, RefinedDetections, Refiner, RefineStatus, UsageError
 from pipeline.core.spec import RefinerSpec
 from pipeline.model.checkpoint import save_refiner
 from pipeline.model.defaults import DEMO_VIDEO, default_refiner
@@ -42,7 +42,7 @@ def refiner() -> Refiner:
 def test_public_names_are_exported_and_unknown_ones_are_not():
     assert pipeline.Refiner is Refiner and "Refiner" in pipeline.__all__
     assert set(pipeline.__all__) == {
-        "Refiner", "RefineResult", "build_frame_refiner", "RefineStatus", "Detections", "RefinerSpec",
+        "Refiner", "RefinedDetections", "build_frame_refiner", "RefineStatus", "Detections", "RefinerSpec",
         "BBRefinementError", "BackendError", "ClassMappingError", "DefaultModelError", "ModelFileError", "SpecError", "UsageError",
     }
     with pytest.raises(AttributeError):
@@ -64,7 +64,8 @@ def test_refine_keeps_order_refines_known_classes_and_passes_others_through(refi
     assert np.abs(result.boxes[1] - boxes[1]).max() < 0.25 * (boxes[1, 3] - boxes[1, 1])  # ...a little
     assert result.predicted_iou.shape == (3, 2)
     assert np.isnan(result.predicted_iou[[0, 2]]).all() and ((0 <= result.predicted_iou[1]) & (result.predicted_iou[1] <= 1)).all()
-    assert result.refined.tolist() == [False, True, False]
+    assert result.changed.tolist() == [False, True, False]
+    assert isinstance(result, RefinedDetections) and result.detections.names == ("skateboard", "person", "person")
 
 
 def test_refine_takes_one_class_name_for_all_boxes_and_no_boxes(refiner, frame):
@@ -116,7 +117,29 @@ def _load(checkpoint):
 def test_a_refiner_without_an_iou_head_reports_no_predicted_iou(tmp_path, frame):
     plain = Refiner(tiny_checkpoint(tmp_path / "plain.safetensors", predicts_iou=False), backend="torch", device="cpu")
     result = plain.refine(frame, [PERSON_BOX], ["person"])
-    assert result.predicted_iou is None and result.status == (RefineStatus.REFINED,)
+    assert np.isnan(result.predicted_iou).all() and result.status == (RefineStatus.REFINED,)
+
+
+def test_a_users_detections_are_refined_by_class_name_and_come_back_in_their_classes(refiner, frame):
+    boxes = np.array([PERSON_BOX, [10, 10, 60, 50]])
+    mine = Detections(boxes, [0.9, 0.4], [0, 2], ("person", "bicycle", "dog"))
+    result = refiner.refine(frame, mine)
+    named = refiner.refine(frame, boxes, ["person", "dog"], [0.9, 0.4])
+    assert result.detections is mine and result.status == (RefineStatus.REFINED, RefineStatus.UNMAPPED)
+    np.testing.assert_array_equal(result.boxes, named.boxes)
+    assert refiner.refine(frame, mine[[1]]).status == (RefineStatus.UNMAPPED,)
+    with pytest.raises(UsageError, match="pass it alone"):
+        refiner.refine(frame, mine, ["person", "dog"])
+
+
+@pytest.mark.parametrize(("class_names", "message"), [
+    (None, "give class_names"),
+    ([0], "class_names must be names, got 0; for class ids pass Detections"),
+    (np.array([0]), "class_names must be names"),
+])
+def test_class_ids_without_names_are_one_clear_error(refiner, frame, class_names, message):
+    with pytest.raises(UsageError, match=message):
+        refiner.refine(frame, [PERSON_BOX], class_names)
 
 
 def test_refine_ultralytics_returns_results_with_refined_boxes(refiner, frame):

@@ -19,7 +19,7 @@ from pipeline.refine.class_mapping import ClassMapping
 from pipeline.refine.crop_ring import CropperRing
 from pipeline.refine.crops import CpuCropper
 from pipeline.refine.gpu_crops import GpuCropper
-from pipeline.refine.policy import Calibration, accept_refined, check_policy, default_policy, leaves_every_box_alone, refined_weight
+from pipeline.refine.policy import Calibration, check_policy, default_policy, leaves_every_box_alone, refined_weight
 from pipeline.refine.refiner import FrameRefiner
 
 REFINER_CLASSES = ("person", "disc")
@@ -84,7 +84,7 @@ def test_each_detection_gets_a_status_and_only_usable_mapped_ones_are_refined(ba
     refined = ~np.isnan(result.refined_boxes).any(axis=1)
     np.testing.assert_array_equal(refined, [True, False, False, False, True])
     assert np.isfinite(result.predicted_iou[refined]).all() and np.isnan(result.predicted_iou[~refined]).all()
-    np.testing.assert_array_equal(result.final_boxes[~refined], mixed_detections().boxes[~refined])
+    np.testing.assert_array_equal(result.boxes[~refined], mixed_detections().boxes[~refined])
     assert (result.refined_boxes[refined] >= 0).all() and (result.refined_boxes[refined][:, [0, 2]] <= 160).all()
 
 
@@ -116,8 +116,8 @@ def test_gate_keeps_the_input_box_unless_predicted_iou_improves(row, status):
 
 def test_policy_functions():
     outputs = np.array([[0, 0, 1, 1, 0.5, 0.6], [0, 0, 1, 1, 0.6, 0.5]], dtype=np.float32)
-    np.testing.assert_array_equal(accept_refined(outputs, "gate"), [True, False])
-    np.testing.assert_array_equal(accept_refined(outputs, "replace"), [True, True])
+    np.testing.assert_array_equal(refined_weight(outputs, "gate") > 0, [True, False])
+    np.testing.assert_array_equal(refined_weight(outputs, "replace") > 0, [True, True])
     plain = RefinerSpec(backbone="x", input_size=32, class_names=("a",), predicts_iou=False)
     assert default_policy(plain) == "replace"
     # A policy is checked once, when a FrameRefiner is made (check_policy); the functions above trust it.
@@ -136,7 +136,7 @@ def test_blend_weights_follow_the_predicted_gain_and_mix_the_two_boxes():
         frame(), Detections([[40, 40, 60, 80]], [1], [0], DETECTOR_CLASSES)
     )
     # Window [30, 20, 70, 100]; the refined box is its top-left quarter [30, 20, 50, 60]; a tie takes the mean.
-    np.testing.assert_allclose(result.final_boxes[0], [35, 30, 55, 70])
+    np.testing.assert_allclose(result.boxes[0], [35, 30, 55, 70])
     assert result.status == (RefineStatus.REFINED,)
 
 
@@ -171,7 +171,7 @@ def test_iterations_crop_again_around_the_refined_box():
     shrink = FixedOutputs(spec, [0.3, 0.3, 0.7, 0.7, 0.5, 0.9])
     result = refiner(shrink, iterations=2, policy="replace")(frame(), detections)
     assert shrink.calls == 2
-    np.testing.assert_allclose(result.final_boxes[0, 2] - result.final_boxes[0, 0], 50 * 0.8 * 0.8, atol=1.0)
+    np.testing.assert_allclose(result.boxes[0, 2] - result.boxes[0, 0], 50 * 0.8 * 0.8, atol=1.0)
     assert result.status == (RefineStatus.REFINED,) and result.detections is detections
     gated = FixedOutputs(spec, [0.3, 0.3, 0.7, 0.7, 0.9, 0.5])
     refiner(gated, iterations=3, policy="gate")(frame(), detections)
@@ -188,7 +188,7 @@ def test_thousands_of_boxes_in_one_frame_are_refined_in_max_batch_chunks():
     boxes = np.concatenate([top_left, top_left + rng.uniform(4, 20, (5000, 2))], axis=1)
     result = refiner(backend, policy="replace")(frame(), Detections(boxes, np.ones(5000), np.zeros(5000), DETECTOR_CLASSES))
     assert backend.calls == 1250 and result.status == (RefineStatus.REFINED,) * 5000
-    np.testing.assert_allclose(result.final_boxes, boxes, atol=1.0)  # windows snap to whole pixels
+    np.testing.assert_allclose(result.boxes, boxes, atol=1.0)  # windows snap to whole pixels
 
 
 def test_bad_configuration_fails_at_construction():
@@ -246,7 +246,7 @@ def test_refined_detections_validate_their_rows():
         RefinedDetections(detections, np.zeros((2, 4)), (RefineStatus.REFINED,), np.zeros((1, 2)))
     untouched = RefinedDetections.untouched(detections, RefineStatus.DISABLED)
     assert untouched.status == (RefineStatus.DISABLED,)
-    np.testing.assert_array_equal(untouched.final_boxes, detections.boxes)
+    np.testing.assert_array_equal(untouched.boxes, detections.boxes)
 
 
 def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
@@ -308,3 +308,19 @@ def test_a_max_box_side_leaves_large_boxes_alone_under_blend_and_gate_but_not_re
 ])
 def test_a_calibration_that_moves_no_box_is_recognised(policy, calibration, alone):
     assert leaves_every_box_alone(policy, calibration) is alone
+
+
+def test_decode_outputs_is_the_decode_that_ships_calibration_included():
+    """The latency benchmark times FrameRefiner.decode_outputs: with the backend's outputs it gives what finish gives."""
+    from dataclasses import replace
+
+    spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
+    calibrated = replace(spec, extra=Calibration(0.02, 0.05, 2.0, "test").as_extra())
+    backend = FixedOutputs(calibrated, [0.2, 0.2, 0.8, 0.8, 0.5, 0.53])  # gain 0.03: under the 0.05 margin
+    step = refiner(backend, policy="gate")
+    job = step.prepare(frame(), mixed_detections())
+    decoded = step.decode_outputs(job, backend.refine(job.crops, job.vectors))
+    finished = step.finish(job)
+    assert decoded.status == finished.status and decoded.status[0] == RefineStatus.GATED  # the margin held it back
+    np.testing.assert_array_equal(decoded.boxes, finished.boxes)
+    np.testing.assert_array_equal(decoded.scores, finished.scores)
