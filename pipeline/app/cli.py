@@ -1,6 +1,7 @@
 """`python -m pipeline --source SRC ...`: detect and refine boxes on a video, camera, stream or folder.
 
-Errors are one line on stderr ("error: what went wrong; what to do") with exit code 2 for bad
+Results (the run's figures, where its outputs are) go to stdout; progress, warnings and errors to
+stderr, so `python -m pipeline ... > results.txt` keeps the results. Errors are one line on stderr ("error: what went wrong; what to do") with exit code 2 for bad
 arguments or inputs, 1 for failures while running, 128 + signal number when interrupted
 (130 Ctrl+C, 143 SIGTERM). --debug adds the traceback.
 """
@@ -155,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SIGINT
     except Exception as error:  # every failure becomes one line and an exit code
         return _fail(error, args.debug)
-    print(format_run_summary(report.summary), file=sys.stderr)
-    print(f"outputs: {report.output_dir}/ ({output_files(report.summary)})", file=sys.stderr)
+    print(format_run_summary(report.summary))  # results on stdout; warnings and errors on stderr
+    print(f"outputs: {report.output_dir}/ ({output_files(report.summary)})")
     if report.exit_code:
         if args.debug and report.failure is not None:
             traceback.print_exception(report.failure.error)

@@ -37,6 +37,7 @@ SYNTHETIC_IMGSZ, SYNTHETIC_CONF = 320, 0.1  # the detector was trained at 320 px
 # person refiner does not know; about a minute on a 2-core CPU.
 DEMO_FRAMES = 300
 CONTACT_SHEET_FILE = "contact-sheet.png"
+SCORES_FILE = "demo-scores.json"
 # Per demo source, the defaults that differ from RunConfig's; options the user gives win.
 DEFAULTS: dict[str, dict[str, object]] = {
     "demo": {"max_frames": DEMO_FRAMES},
@@ -86,9 +87,13 @@ def run_synthetic_demo(config: RunConfig) -> int:
     if report.exit_code:
         print(f"error: {report.summary.get('error')}; finished frames are in {report.output_dir}", file=sys.stderr)
         return report.exit_code
-    scores = score_run(ground_truth_path, report.output_dir / "detections.jsonl")
-    (output / "demo-scores.json").write_text(json.dumps(scores, indent=2))
+    scores = score_run(ground_truth_path, report.output_dir / DETECTIONS_FILE)
+    (output / SCORES_FILE).write_text(json.dumps(scores, indent=2))
     print(format_scores(scores, report.summary))
+    print(f"outputs in {output}/:")
+    print(f"  {clip.name:<22} the generated clip; {ground_truth_path.name}: its exact boxes (COCO ground truth)")
+    print(f"  {report.output_dir.name + '/':<22} the run on it: {DETECTIONS_FILE}, {VIDEO_FILE}, {SUMMARY_FILE}")
+    print(f"  {SCORES_FILE:<22} COCO AP of the detector's boxes and of the refined boxes")
     return 0
 
 

@@ -17,6 +17,7 @@ import signal
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -143,7 +144,8 @@ def summarize(
     one stream with many); for many streams both are the same dict.
     """
     streams = stream_summaries(mux, started)
-    summary = {**setup, **outcome(pipeline, signals, elapsed), **tally.summary(), "warnings": refiner_warnings(refiner)}
+    warnings = refiner_warnings(refiner, setup["refiner"]["path"] if refiner else None)
+    summary = {**setup, **outcome(pipeline, signals, elapsed), **tally.summary(), "warnings": warnings}
     summary.update(_many_streams(streams, mux, refiner, tally.cycle_calls, elapsed, batch_timeout_ms))
     judge_streams(summary, mux)
     add_server_statistics(summary, refiner)
@@ -250,13 +252,24 @@ def judge_streams(summary: dict[str, Any], mux: StreamMux) -> None:
         summary.update(status="failed", exit_code=EXIT_FAILED, error=error)
 
 
-def refiner_warnings(refiner: FrameRefiner | None) -> list[str]:
-    """What a user should know about the refiner before trusting the run's boxes."""
-    if refiner is None or not leaves_every_box_alone(refiner.policy, refiner.calibration):
+def refiner_warnings(refiner: FrameRefiner | None, path: object) -> list[str]:
+    """What a user should know about the refiner before trusting the run's boxes (`path`: the --refiner file)."""
+    if refiner is None:
         return []
-    return [f"this refiner's calibration ({refiner.calibration.fitted_on or 'no record of what on'}) found that refining did not "
-            f"pay, so the {refiner.policy} policy left every box alone; recalibrate it on this detector's boxes "
-            "(python -m benchmarks calibrate --split train --write) or use --policy replace"]
+    warnings = []
+    if Path(str(path)).suffix.lower() == ".engine" and refiner.backend.name == "onnxruntime":
+        warnings.append(
+            f"--refiner {path} is a TensorRT engine, but TensorRT cannot run here (it needs a CUDA GPU and the engine's "
+            f"runtime); ONNX Runtime ran the ONNX file built beside it, {Path(str(path)).with_suffix('.onnx')}, on "
+            f"{refiner.backend.device}"
+        )
+    if leaves_every_box_alone(refiner.policy, refiner.calibration):
+        warnings.append(
+            f"this refiner's calibration ({refiner.calibration.fitted_on or 'no record of what on'}) found that refining did "
+            f"not pay, so the {refiner.policy} policy left every box alone; recalibrate it on this detector's boxes "
+            "(python -m benchmarks calibrate --split train --write) or use --policy replace"
+        )
+    return warnings
 
 
 def add_server_statistics(summary: dict[str, Any], refiner: FrameRefiner | None) -> None:
@@ -285,8 +298,8 @@ def format_run_summary(summary: dict[str, Any]) -> str:
         values = latency[stage]
         lines.append(f"  {stage:<20} {_ms(values.get('p50_ms'))} {_ms(values.get('p95_ms'))}")
     objects = summary.get("objects", {})
-    if objects:
-        lines.append("boxes: " + ", ".join(f"{count} {status}" for status, count in sorted(objects.items(), key=lambda kv: -kv[1])))
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(objects.items(), key=lambda kv: -kv[1]))
+    lines.append(f"boxes: {counts or 0}")
     change = summary.get("refinement_change") or {}
     if change.get("changed"):
         lines.append(

@@ -106,9 +106,9 @@ def test_clip_run_writes_jsonl_video_and_summary(inputs, tmp_path, capsys):
     assert refiner["backend"] == "torch" and refiner["device"] == "cpu" and refiner["policy"] == "blend"
     assert refiner["spec"]["class_names"] == ["person", "disc"] and refiner["class_mapping"] == {"pedestrian": "person"}
     assert summary["objects"]["small"] == 12 and summary["fps"] > 0
-    err = capsys.readouterr().err
-    assert "12 frames in" in err and "FPS" in err and "end_to_end" in err and "12 small" in err
-    assert f"outputs: {tmp_path / 'run'}/" in err
+    printed = capsys.readouterr()
+    assert "12 frames in" in printed.out and "FPS" in printed.out and "end_to_end" in printed.out and "12 small" in printed.out
+    assert f"outputs: {tmp_path / 'run'}/" in printed.out and "frames in" not in printed.err  # results on stdout
 
 
 def test_max_frames_no_refine_and_policy(inputs, tmp_path):
@@ -216,9 +216,10 @@ def test_failure_while_running_exits_1_with_summary_and_debug_traceback(inputs, 
         str(tmp_path / "run"),
     ]
     assert main(arguments) == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    printed = capsys.readouterr()
+    err = printed.err.strip().splitlines()
     assert err[-1].startswith("error: read stage failed: cannot decode image")  # last, after FPS and latency
-    assert [line for line in err if line.startswith("error")] == err[-1:] and "FPS" in err[0]
+    assert [line for line in err if line.startswith("error")] == err[-1:] and "FPS" in printed.out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "cannot decode image" in summary["error"] and summary["unfinished_stages"] == []
 
@@ -320,3 +321,16 @@ def test_every_option_in_help_says_its_default():
     for action in build_parser()._actions:
         if action.option_strings and action.dest != "help":
             assert "default" in (action.help or "") and len(action.help) > 20, action.option_strings
+
+
+def test_help_loads_no_model_runtime(tmp_path):
+    """--help must stay instant (issue 23: it took 4-5 s): no torch, Ultralytics or inference runtime behind it."""
+    heavy = ("torch", "ultralytics", "onnxruntime", "timm", "tensorrt", "tensorrt_rtx", "openvino", "tritonclient")
+    probe = (
+        "import sys\nfrom pipeline.app.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules), file=sys.stderr)"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=120, check=True)
+    assert "usage: python -m pipeline" in done.stdout and done.stderr.strip() == "[]"

@@ -34,4 +34,5 @@ def test_synthetic_demo_runs_and_the_committed_refiner_lifts_the_committed_detec
     assert scores["refined"]["AP"] > scores["detector"]["AP"] + 0.02, scores
     summary = json.loads((tmp_path / "demo" / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["refiner"]["policy"] == "blend"
-    assert "refinement changes AP by +" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "refinement changes AP by +" in out and f"outputs in {tmp_path / 'demo'}/:" in out and "demo-scores.json" in out

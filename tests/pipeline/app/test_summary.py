@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from pipeline.app.run import run
 from pipeline.app.summary import format_run_summary, output_files, video_names
 from tests.pipeline.app.test_streams import CountedFrames, baseline
@@ -41,3 +44,36 @@ def test_one_failed_stream_fails_the_run_with_its_own_error(inputs, tmp_path):
     assert report.exit_code == 1 and report.summary["status"] == "failed"
     assert report.summary["error"] == "read stage failed: failing 2 frames dropped and did not come back"
     assert report.summary["warnings"] == [] and report.failure is not None and report.failure.stage == "read"
+
+
+def test_a_run_without_boxes_says_boxes_0(inputs, tmp_path):
+    report = run(baseline(inputs, tmp_path / "run"), sources=[CountedFrames(2)], detector=NoBoxes())
+    assert report.summary["objects"] == {} and "\nboxes: 0\n" in format_run_summary(report.summary) + "\n"
+
+
+class NoBoxes:
+    """A real detector's answer on an empty scene: no detections, every frame."""
+
+    class_names = ("person",)
+
+    def detect(self, frame):
+        from pipeline.core.types import Detections
+
+        return Detections.empty(self.class_names)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where no GPU can run an engine")
+def test_an_engine_that_runs_on_onnx_runtime_is_a_one_line_warning(inputs, tmp_path, capsys):
+    from pipeline.app.cli import main
+    from pipeline.model.checkpoint import load_refiner
+    from pipeline.model.export import export_onnx
+    from tests.pipeline.backends.test_open_backend import fake_engine
+
+    model = load_refiner(inputs["refiner"])
+    onnx = export_onnx(model, tmp_path / "built" / "refiner.onnx", max_batch=8)
+    engine = fake_engine(onnx.with_suffix(".engine"), model)  # TensorRT would reject it; here no GPU can run any
+    arguments = ["--source", str(inputs["short"]), "--detector", str(inputs["detections"]), "--refiner", str(engine)]
+    assert main([*arguments, "--device", "cpu", "--output", str(tmp_path / "run")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: --refiner {engine} is a TensorRT engine, but TensorRT cannot run here (it needs a CUDA GPU "
+                        f"and the engine's runtime); ONNX Runtime ran the ONNX file built beside it, {onnx}, on cpu"]  # fmt: skip
