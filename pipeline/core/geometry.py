@@ -122,11 +122,12 @@ def mixture_vectors(class_ids: np.ndarray, boxes: np.ndarray, windows: np.ndarra
 
 
 def box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of a[i] with b[i] (not the full matrix), for evaluation and quality targets."""
-    top_left = np.maximum(a[:, :2], b[:, :2])
-    bottom_right = np.minimum(a[:, 2:], b[:, 2:])
-    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    """IoU of a[i] with b[i] (not the full matrix), for evaluation and quality targets; broadcasts over
+    leading axes, so `box_iou_pairs(a[:, None], b[None])` is the (len(a), len(b)) matrix."""
+    top_left = np.maximum(a[..., :2], b[..., :2])
+    bottom_right = np.minimum(a[..., 2:], b[..., 2:])
+    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=-1)
+    area_a = np.clip(a[..., 2:] - a[..., :2], 0, None).prod(axis=-1)
+    area_b = np.clip(b[..., 2:] - b[..., :2], 0, None).prod(axis=-1)
     union = area_a + area_b - intersection
     return np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)

@@ -1,0 +1,68 @@
+"""Everything `--track` keeps for one stream: the tracker, the side smoother and the refinement reuse.
+
+One `StreamTracks` per stream, so track ids are never shared across streams. The order of a frame:
+`plan` (before cropping: which boxes go to the network), refine, then `finish` (reused boxes
+filled in, ids from the boxes the pipeline outputs, sides smoothed along each track).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.core.types import Detections, RefinedDetections
+from pipeline.track.reuse import RefinementReuse, ReusePlan, ReuseSettings
+from pipeline.track.smoothing import BoxSmoother, SmoothingSettings
+from pipeline.track.tracker import Tracker, TrackerSettings
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    """What --track does besides ids: smoothing (None: off) and reuse (None: off)."""
+
+    tracker: TrackerSettings = TrackerSettings()
+    smoothing: SmoothingSettings | None = None
+    reuse: ReuseSettings | None = None
+
+
+@dataclass(frozen=True)
+class Tracks:
+    """Per object of one frame: its track id (NO_TRACK where none) and the box to show along the track."""
+
+    ids: np.ndarray  # (N,) int64
+    boxes: np.ndarray  # (N, 4) float64: the output box, smoothed along its track where smoothing is on
+    smoothed: bool
+
+
+class StreamTracks:
+    """Tracker, smoother and reuse of one stream; `plan` and `finish` are called in frame order."""
+
+    def __init__(self, options: TrackOptions | None = None) -> None:
+        self.options = options or TrackOptions()
+        self.tracker = Tracker(self.options.tracker)
+        self.smoother = BoxSmoother(self.options.smoothing) if self.options.smoothing else None
+        self.reuse = RefinementReuse(self.options.reuse) if self.options.reuse else None
+
+    def plan(self, detections: Detections) -> ReusePlan | None:
+        """Which boxes to crop (the `only` mask of FrameRefiner.prepare); None: all of them."""
+        return self.reuse.plan(detections.boxes) if self.reuse else None
+
+    def finish(self, frame_index: int, plan: ReusePlan | None, result: RefinedDetections) -> tuple[RefinedDetections, Tracks]:
+        """The result with reused refinements filled in, and the frame's tracks."""
+        if plan is not None and self.reuse is not None:
+            result = self.reuse.complete(plan, result)
+        boxes = result.final_boxes
+        ids = self.tracker.update(boxes, result.scores, result.detections.class_ids)
+        if self.smoother is not None:
+            boxes = self.smoother.smooth(frame_index, ids, boxes)
+        return result, Tracks(ids, boxes, self.smoother is not None)
+
+    def summary(self) -> dict[str, int | None]:
+        reuse = self.reuse
+        return {
+            "tracks": self.tracker.track_count,
+            "boxes_reused": reuse.boxes_reused if reuse else None,
+            "boxes_refined": reuse.boxes_refined if reuse else None,
+        }
+
