@@ -13,8 +13,8 @@ tracks (an EMA, and an alpha-beta filter that also follows velocity).
 
 Generated clips: standing, slow and moving objects crossing each other, exact ids; their boxes are
 the truth jittered per frame (see benchmarks.tracking_data). mot17-mini: 4 real sequences of only
-4-7 frames each, with the detections shipped with them. The crowd clip: mot17-mini's sequences 02
-and 11 with YOLOv8n's person boxes at confidence 0.05 (far more boxes per frame).
+4-7 frames each, with the detections shipped with them. "crowd": mot17-mini's sequences 02 and 11
+with YOLOv8n's person boxes at confidence 0.05 (far more boxes per frame).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks.report import environment, markdown_table, write_report
 from benchmarks.tracking_data import ClipSettings, TrackedSequence, mot17_sequences, synthetic_sequence
-from benchmarks.tracking_metrics import OutputFrame, coco_scores, mot_scores, standing_jitter
+from benchmarks.tracking_metrics import OutputFrame, coco_scores, mot_scores, standing_jitter, supervision_ids
 from pipeline.backends import KINDS
 from pipeline.core.types import Frame, RefinedDetections, RefineStatus
 from pipeline.data.synthetic import parse_size
@@ -41,9 +41,11 @@ from pipeline.track.stream import StreamTracks, TrackOptions
 
 ENGINES = Path(__file__).resolve().parent.parent / "engines"
 VARIANTS = ("detector", "refined", "refined+reuse")
+DATASETS = ("synthetic", "mot17-mini", "crowd")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one generated clip per seed")
     parser.add_argument("--frames", type=int, default=90, help="frames per generated clip")
     parser.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT of the generated clips")
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=KINDS, default="onnxruntime")
     parser.add_argument("--ema", type=float, default=0.5, help="alpha of the EMA smoothing")
     parser.add_argument("--alpha-beta", type=float, nargs=2, default=(0.5, 0.1), metavar=("ALPHA", "BETA"))
+    parser.add_argument("--snap", type=float, default=0.05, help="alpha-beta+snap: restart where a side moved this x box size")
     parser.add_argument("--reuse-iou", type=float, default=ReuseSettings.min_iou)
     parser.add_argument("--reuse-shift", type=float, default=ReuseSettings.max_shift)
     parser.add_argument("--reuse-max-age", type=int, default=ReuseSettings.max_age)
@@ -76,18 +79,22 @@ class VariantRun:
 
 def main(args: argparse.Namespace) -> None:
     env = environment(args.argv)
-    smoothing = {"none": None, "ema": SmoothingSettings(args.ema, 0.0), "alpha-beta": SmoothingSettings(*args.alpha_beta)}
+    smoothing = {"none": None, "ema": SmoothingSettings(args.ema, 0.0), "alpha-beta": SmoothingSettings(*args.alpha_beta),
+                 "alpha-beta+snap": SmoothingSettings(*args.alpha_beta, snap=args.snap)}
     reuse = ReuseSettings(args.reuse_iou, args.reuse_shift, args.reuse_max_age)
     clip = ClipSettings(args.frames, args.size, args.objects, sigma=args.sigma)
-    datasets: dict[str, tuple[list[TrackedSequence], Path]] = {
-        "synthetic": ([synthetic_sequence(seed, clip) for seed in args.seeds], args.synthetic_refiner),
-    }
-    if (args.mot17 / "annotations").is_dir():
+    datasets: dict[str, tuple[list[TrackedSequence], Path]] = {}
+    if "synthetic" in args.datasets:
+        datasets["synthetic"] = ([synthetic_sequence(seed, clip) for seed in args.seeds], args.synthetic_refiner)
+    if not (args.mot17 / "annotations").is_dir():
+        print(f"{args.mot17} not found: mot17-mini and the crowd clip left out")
+    elif "mot17-mini" in args.datasets:
+        datasets["mot17-mini"] = (mot17_sequences(args.mot17), args.person_refiner)
+    if (args.mot17 / "annotations").is_dir() and "crowd" in args.datasets:
         from pipeline.io.detectors import open_detector
 
-        datasets["mot17-mini"] = (mot17_sequences(args.mot17), args.person_refiner)
         crowd_detector = open_detector(args.crowd_detector, conf=0.05, device="cpu")
-        datasets["crowd (mot17-mini 02+11, YOLOv8n)"] = (mot17_sequences(args.mot17, ("-02-", "-11-"), crowd_detector), args.person_refiner)
+        datasets["crowd"] = (mot17_sequences(args.mot17, ("-02-", "-11-"), crowd_detector), args.person_refiner)
     results = {name: score_dataset(sequences, refiner, args.backend, smoothing, reuse) for name, (sequences, refiner) in datasets.items()}
     settings = {"clips": vars(clip) | {"seeds": args.seeds}, "smoothing": {k: v and vars(v) for k, v in smoothing.items()},
                 "reuse": vars(reuse)}
@@ -127,7 +134,19 @@ def score_dataset(
                 "mot_by_sequence": mot,
             }
         scores["variants"][variant] = entry
+    scores["supervision_bytetrack"] = supervision_comparison(sequences, runs_by_sequence, frames)
     return scores
+
+
+def supervision_comparison(sequences: list[TrackedSequence], runs_by_sequence: dict[str, dict[str, VariantRun]], frames: int) -> dict[str, Any]:
+    """supervision's ByteTrack on the refined boxes, for the choice of tracker (ours: Ultralytics')."""
+    pairs, seconds = {}, 0.0
+    for sequence in sequences:
+        outputs, spent = supervision_ids(runs_by_sequence[sequence.name]["refined"].outputs["none"])
+        pairs[sequence.name] = (sequence.truth, outputs)
+        seconds += spent
+    mot = mot_scores(pairs)
+    return {"mot": mot.get("OVERALL", next(iter(mot.values()))), "track_ms_per_frame": round(1000 * seconds / frames, 2)}
 
 
 def run_sequence(
@@ -173,8 +192,16 @@ def tracking_markdown(results: dict[str, Any]) -> str:
                 rows.append([dataset, variant, name, score["mot"]["mota"], score["mot"]["idf1"], int(score["mot"]["num_switches"]),
                              score["AP"], score["AP_moving"], score["standing_jitter_px"],
                              entry["refine_ms_per_frame"], entry["crops_per_frame"]])
+    header_choice = ["dataset", "tracker (refined boxes)", "MOTA", "IDF1", "ID sw.", "track ms/frame"]
+    choice = []
+    for dataset, scores in results.items():
+        ours, theirs = scores["variants"]["refined"], scores["supervision_bytetrack"]
+        for name, mot, ms in (("Ultralytics BYTETracker", ours["smoothing"]["none"]["mot"], ours["track_ms_per_frame"]),
+                              ("supervision ByteTrack", theirs["mot"], theirs["track_ms_per_frame"])):
+            choice.append([dataset, name, mot["mota"], mot["idf1"], int(mot["num_switches"]), ms])
     frames = "; ".join(f"{dataset}: {scores['frames']} frames in {len(scores['sequences'])} sequences"
                        for dataset, scores in results.items())
     return (f"{frames}.\n\n" + markdown_table(header, rows)
             + "\n\nrefine ms/frame: plan, crop and network of the refine step (the detector's time is not in it); "
-              "measured side by side in one loop, so the variants share the machine's load.\n")
+              "measured side by side in one loop, so the variants share the machine's load.\n\n"
+            + "Tracker choice, on the same refined boxes:\n\n" + markdown_table(header_choice, choice) + "\n")

@@ -7,6 +7,7 @@ made here from pipeline.core.geometry's IoU.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,3 +111,25 @@ def coco_scores(truth_frames: list[TruthFrame], output_frames: list[OutputFrame]
         document = {"images": images, "annotations": annotations, "categories": categories}
         scores[key] = coco_ap(load_ground_truth(document), results)["AP"]
     return scores
+
+
+def supervision_ids(output_frames: list[OutputFrame]) -> tuple[list[OutputFrame], float]:
+    """The same boxes tracked by supervision's ByteTrack instead (the tracker we did not pick), and its seconds.
+
+    supervision gives ids to its own Kalman boxes and maps them back to the detections by IoU >= 0.5,
+    where Ultralytics returns the index of the detection each track matched.
+    """
+    import supervision
+
+    tracker = supervision.ByteTrack()
+    tracked, seconds = [], 0.0
+    for output in output_frames:
+        started = time.perf_counter()
+        detections = supervision.Detections(xyxy=output.boxes.astype(np.float32), confidence=output.scores.astype(np.float32),
+                                            class_id=output.class_ids, data={"row": np.arange(len(output.boxes))})
+        result = tracker.update_with_detections(detections)
+        seconds += time.perf_counter() - started
+        ids = np.full(len(output.boxes), NO_TRACK, dtype=np.int64)
+        ids[result.data["row"]] = result.tracker_id
+        tracked.append(OutputFrame(output.boxes, output.scores, output.class_ids, ids))
+    return tracked, seconds

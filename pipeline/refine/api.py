@@ -7,7 +7,7 @@ and the app cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from pipeline.model.defaults import default_refiner, resolve_device
 from pipeline.refine.class_mapping import canonical_name
 from pipeline.refine.policy import Policy
 from pipeline.refine.refiner import OTHER_CLASS, build_frame_refiner
+from pipeline.track.stream import StreamTracks, TrackOptions
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,14 @@ class RefineResult:
     boxes: (N, 4) float64 xyxy, the box to use (refined where refined, else the input box);
     status: per box, why it is what it is ("refined", "gated", "unmapped", "unusable", "small");
     predicted_iou: (N, 2) predicted IoU of the input box and of the refined box with the object
-    (NaN for boxes not refined), or None when the model does not predict IoU.
+    (NaN for boxes not refined), or None when the model does not predict IoU; track_ids: see `Refiner`.
     """
 
     boxes: np.ndarray
     status: tuple[RefineStatus, ...]
     predicted_iou: np.ndarray | None
     input_boxes: np.ndarray
+    track_ids: np.ndarray | None = None  # (N,) int64 with `track`: the box's track id, -1 where none yet
 
     @property
     def refined(self) -> np.ndarray:
@@ -50,6 +52,9 @@ class Refiner:
 
     `path` None: the committed person refiner. `backend` "auto" picks TensorRT, ONNX Runtime or
     torch; `device` None: CUDA when available. Not thread-safe: use one Refiner per thread.
+    `track`: the images are one video's frames, in order: each result carries track ids (ByteTrack
+    on the output boxes) and, as the TrackOptions say, boxes smoothed along tracks and refinements
+    reused where a box held still (True: ids only). Use one Refiner per video stream.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class Refiner:
         flip_tta: bool = False,
         iterations: int = 1,
         max_batch: int = 32,
+        track: TrackOptions | bool = False,
     ) -> None:
         self.path = Path(path) if path is not None else default_refiner()
         self.device = resolve_device(device)
@@ -72,6 +78,8 @@ class Refiner:
         )
         self.spec = self._frame_refiner.spec
         self._index = {canonical_name(name): index for index, name in enumerate(self.spec.class_names)}
+        self._tracks = None if track is False else StreamTracks(TrackOptions() if track is True else track)
+        self._frames = 0
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -98,9 +106,15 @@ class Refiner:
         ids = np.array([self._index.get(canonical_name(str(name)), other) for name in names], dtype=np.int64)
         scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64)
         detections = Detections(boxes, scores, ids, (*self.spec.class_names, OTHER_CLASS))
-        image = np.ascontiguousarray(frame_bgr)
-        refined = self._frame_refiner(Frame(0, image, None, "image"), detections)
-        return _result(refined, boxes, self.spec.predicts_iou)
+        frame = Frame(self._frames, np.ascontiguousarray(frame_bgr), None, "image")
+        self._frames += 1
+        if self._tracks is None:
+            return _result(self._frame_refiner(frame, detections), boxes, self.spec.predicts_iou)
+        plan = self._tracks.plan(detections)
+        job = self._frame_refiner.prepare(frame, detections, only=None if plan is None else plan.refine)
+        refined, tracks = self._tracks.finish(frame.index, plan, self._frame_refiner.finish(job))
+        result = _result(refined, boxes, self.spec.predicts_iou)
+        return replace(result, boxes=np.where(refined.changed[:, None] | tracks.smoothed, tracks.boxes, boxes), track_ids=tracks.ids)
 
     def refine_ultralytics(self, results: Any) -> Any:
         """Ultralytics Results (one or a list, as `model(image)` returns) with refined boxes; same type back."""
