@@ -15,7 +15,7 @@ from scipy.optimize import linear_sum_assignment
 
 from pipeline.core.geometry import box_iou_pairs, xyxy_to_xywh
 from pipeline.data.coco import coco_ap, load_ground_truth
-from pipeline.track.tracker import NO_TRACK
+from pipeline.core.types import NO_TRACK
 
 MATCH_IOU = 0.5
 MOT_METRICS = ("mota", "idf1", "num_switches", "num_false_positives", "num_misses", "num_unique_objects")

@@ -125,9 +125,23 @@ class RefinedDetections:
 
 
 @dataclass(frozen=True)
+class Tracks:
+    """--track, per object of one frame: its track id (NO_TRACK where none yet) and the box to show along
+    the track (the output box, smoothed where smoothing is on)."""
+
+    ids: np.ndarray  # (N,) int64
+    boxes: np.ndarray  # (N, 4) float64
+    smoothed: bool
+
+
+NO_TRACK = -1  # a box the tracker has not (yet) confirmed as a track: a new object's first frames, clutter
+
+
+@dataclass(frozen=True)
 class FrameResult:
-    """A frame, its refined detections and the stream it came from: what every sink consumes."""
+    """A frame, its refined detections, the stream it came from (and, with --track, their tracks): what every sink consumes."""
 
     frame: Frame
     objects: RefinedDetections
     stream: int = 0  # the source's position in the run's sources (0 for a run of one stream)
+    tracks: Tracks | None = None

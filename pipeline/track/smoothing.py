@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.errors import UsageError
-from pipeline.track.tracker import NO_TRACK
+from pipeline.core.types import NO_TRACK
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from pipeline.core.types import Detections, RefinedDetections
+from pipeline.core.types import Detections, RefinedDetections, Tracks
 from pipeline.track.reuse import RefinementReuse, ReusePlan, ReuseSettings
 from pipeline.track.smoothing import BoxSmoother, SmoothingSettings
 from pipeline.track.tracker import Tracker, TrackerSettings
@@ -24,15 +22,6 @@ class TrackOptions:
     tracker: TrackerSettings = TrackerSettings()
     smoothing: SmoothingSettings | None = None
     reuse: ReuseSettings | None = None
-
-
-@dataclass(frozen=True)
-class Tracks:
-    """Per object of one frame: its track id (NO_TRACK where none) and the box to show along the track."""
-
-    ids: np.ndarray  # (N,) int64
-    boxes: np.ndarray  # (N, 4) float64: the output box, smoothed along its track where smoothing is on
-    smoothed: bool
 
 
 class StreamTracks:

@@ -15,8 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from pipeline.core.errors import UsageError
-
-NO_TRACK = -1  # a detection the tracker did not (yet) confirm as a track: a new object's first frames, clutter
+from pipeline.core.types import NO_TRACK
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.track.smoothing import BoxSmoother, SmoothingSettings
-from pipeline.track.tracker import NO_TRACK
+from pipeline.core.types import NO_TRACK
 
 STANDING = np.array([100.0, 80.0, 160.0, 200.0])
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.data.synthetic import generate_tracked_clip
-from pipeline.track.tracker import NO_TRACK, Tracker, TrackerSettings
+from pipeline.core.types import NO_TRACK
+from pipeline.track.tracker import Tracker, TrackerSettings
 
 
 def clip_boxes(seed: int, frames: int = 30) -> list[tuple[np.ndarray, np.ndarray]]:
