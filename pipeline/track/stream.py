@@ -7,12 +7,16 @@ filled in, ids from the boxes the pipeline outputs, sides smoothed along each tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from pipeline.core.types import Detections, RefinedDetections, Tracks
+from pipeline.core.types import Detections, FrameResult, RefinedDetections, Tracks
 from pipeline.track.reuse import RefinementReuse, ReusePlan, ReuseSettings
 from pipeline.track.smoothing import BoxSmoother, SmoothingSettings
 from pipeline.track.tracker import Tracker, TrackerSettings
+
+# What `--track --smooth` and `--track --reuse` use (benchmarks/results/cpu-2core/tracking.md).
+ADOPTED_SMOOTHING = SmoothingSettings(alpha=0.5, beta=0.1, snap=0.05)
+ADOPTED_REUSE = ReuseSettings()
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,11 @@ class TrackOptions:
     tracker: TrackerSettings = TrackerSettings()
     smoothing: SmoothingSettings | None = None
     reuse: ReuseSettings | None = None
+
+    @classmethod
+    def of(cls, smooth: bool, reuse: bool) -> TrackOptions:
+        """The options of the run flags: ids always, smoothing and reuse as measured and adopted."""
+        return cls(smoothing=ADOPTED_SMOOTHING if smooth else None, reuse=ADOPTED_REUSE if reuse else None)
 
 
 class StreamTracks:
@@ -46,6 +55,11 @@ class StreamTracks:
         if self.smoother is not None:
             boxes = self.smoother.smooth(frame_index, ids, boxes)
         return result, Tracks(ids, boxes, self.smoother is not None)
+
+    def follow(self, result: FrameResult, plan: ReusePlan | None = None) -> FrameResult:
+        """`result` (refined by `plan`'s mask, or not refined at all) with reused boxes filled in and its tracks."""
+        objects, tracks = self.finish(result.frame.index, plan, result.objects)
+        return replace(result, objects=objects, tracks=tracks)
 
     def summary(self) -> dict[str, int | None]:
         reuse = self.reuse
