@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=parse_size, default=(640, 480), help="WIDTHxHEIGHT of the generated clips")
     parser.add_argument("--objects", type=int, default=10)
     parser.add_argument("--sigma", type=float, default=0.05, help="per-frame jitter of the generated clips' boxes")
-    parser.add_argument("--synthetic-refiner", type=Path, default=ENGINES / "refiner-synthetic-mobilenetv3_small_100-128.safetensors")
+    parser.add_argument("--synthetic-refiner", type=Path,
+                        default=ENGINES / "refiner-synthetic-mobilenetv3_small_100-128.safetensors")
     parser.add_argument("--mot17", type=Path, default=Path("../shared/data/mot17-mini"))
     parser.add_argument("--person-refiner", type=Path, default=ENGINES / "refiner-person-lite0-160-edges.safetensors")
     parser.add_argument("--crowd-detector", type=Path, default=Path("models/yolov8n-coco.pt"))
@@ -95,7 +96,8 @@ def main(args: argparse.Namespace) -> None:
 
         crowd_detector = open_detector(args.crowd_detector, conf=0.05, device="cpu")
         datasets["crowd"] = (mot17_sequences(args.mot17, ("-02-", "-11-"), crowd_detector), args.person_refiner)
-    results = {name: score_dataset(sequences, refiner, args.backend, smoothing, reuse) for name, (sequences, refiner) in datasets.items()}
+    results = {name: score_dataset(sequences, refiner, args.backend, smoothing, reuse)
+               for name, (sequences, refiner) in datasets.items()}
     settings = {"clips": vars(clip) | {"seeds": args.seeds}, "smoothing": {k: v and vars(v) for k, v in smoothing.items()},
                 "reuse": vars(reuse)}
     write_report(args.out, "Tracking: ids, still boxes, reuse", env, {"settings": settings, "datasets": results},
@@ -138,7 +140,9 @@ def score_dataset(
     return scores
 
 
-def supervision_comparison(sequences: list[TrackedSequence], runs_by_sequence: dict[str, dict[str, VariantRun]], frames: int) -> dict[str, Any]:
+def supervision_comparison(
+    sequences: list[TrackedSequence], runs_by_sequence: dict[str, dict[str, VariantRun]], frames: int
+) -> dict[str, Any]:
     """supervision's ByteTrack on the refined boxes, for the choice of tracker (ours: Ultralytics')."""
     pairs, seconds = {}, 0.0
     for sequence in sequences:
@@ -189,7 +193,8 @@ def tracking_markdown(results: dict[str, Any]) -> str:
     for dataset, scores in results.items():
         for variant, entry in scores["variants"].items():
             for name, score in entry["smoothing"].items():
-                rows.append([dataset, variant, name, score["mot"]["mota"], score["mot"]["idf1"], int(score["mot"]["num_switches"]),
+                mot = score["mot"]
+                rows.append([dataset, variant, name, mot["mota"], mot["idf1"], int(mot["num_switches"]),
                              score["AP"], score["AP_moving"], score["standing_jitter_px"],
                              entry["refine_ms_per_frame"], entry["crops_per_frame"]])
     header_choice = ["dataset", "tracker (refined boxes)", "MOTA", "IDF1", "ID sw.", "track ms/frame"]

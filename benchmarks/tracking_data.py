@@ -95,7 +95,8 @@ def mot17_sequences(root: Path, only: tuple[str, ...] = (), detector: Detector |
                 boxes = xywh_to_xyxy(np.array([row["bbox"] for row in rows], np.float64).reshape(-1, 4))
                 detections.append(Detections(boxes, [row["score"] for row in rows], np.zeros(len(rows)), names))
             else:
-                detections.append(person_boxes(detector.detect(Frame(len(frames) - 1, frames[-1], None, image["file_name"])), names))
+                frame = Frame(len(frames) - 1, frames[-1], None, image["file_name"])
+                detections.append(person_boxes(detector.detect(frame), names))
             gt = ground[image["id"]]
             gt_boxes = xywh_to_xyxy(np.array([a["bbox"] for a in gt], np.float64).reshape(-1, 4))
             truth.append(TruthFrame(gt_boxes, np.array([a["track_id"] for a in gt]), np.zeros(len(gt), np.int64),

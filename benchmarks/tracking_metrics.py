@@ -58,7 +58,8 @@ def mot_scores(sequences: dict[str, tuple[list[TruthFrame], list[OutputFrame]]])
         accumulator = motmetrics.MOTAccumulator(auto_id=True)
         for truth, output in zip(truth_frames, output_frames, strict=True):
             tracked = output.track_ids != NO_TRACK
-            accumulator.update(truth.ids.tolist(), output.track_ids[tracked].tolist(), iou_distances(truth.boxes, output.boxes[tracked]))
+            distances = iou_distances(truth.boxes, output.boxes[tracked])
+            accumulator.update(truth.ids.tolist(), output.track_ids[tracked].tolist(), distances)
         accumulators.append(accumulator)
     table = motmetrics.metrics.create().compute_many(
         accumulators, metrics=list(MOT_METRICS), names=list(sequences), generate_overall=len(sequences) > 1
@@ -90,7 +91,9 @@ def standing_jitter(truth_frames: list[TruthFrame], output_frames: list[OutputFr
     return changes
 
 
-def coco_scores(truth_frames: list[TruthFrame], output_frames: list[OutputFrame], class_names: tuple[str, ...]) -> dict[str, float]:
+def coco_scores(
+    truth_frames: list[TruthFrame], output_frames: list[OutputFrame], class_names: tuple[str, ...]
+) -> dict[str, float]:
     """COCO AP of every output box (tracked or not) on all objects, and on moving objects only
     (standing ones become crowd regions: boxes on them neither count nor cost)."""
     scores = {}

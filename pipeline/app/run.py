@@ -201,10 +201,9 @@ def cycle_stages(
     if refiner is None:
 
         def detect_only(cycle: list[StreamFrame]) -> Written:
-            return [
-                tracked(item, FrameResult(item.frame, RefinedDetections.untouched(detections, RefineStatus.DISABLED), item.stream))
-                for item, detections in detect_cycle(detector, cycle)
-            ]
+            untouched = [(item, RefinedDetections.untouched(detections, RefineStatus.DISABLED))
+                         for item, detections in detect_cycle(detector, cycle)]
+            return [tracked(item, FrameResult(item.frame, objects, item.stream)) for item, objects in untouched]
 
         return [Stage("detect", detect_only), Stage("write", write)]
 

@@ -248,7 +248,8 @@ def generate_tracked_clip(
     spin = rng.uniform(-0.03, 0.03, n_objects)  # rad per frame
     if standing or slow:
         kind = rng.permutation(n_objects)  # the first standing * n are standing, the next slow * n slow
-        factor = np.where(kind < round(standing * n_objects), 0.0, np.where(kind < round((standing + slow) * n_objects), 0.1, 1.0))
+        first_slow, first_moving = round(standing * n_objects), round((standing + slow) * n_objects)
+        factor = np.where(kind < first_slow, 0.0, np.where(kind < first_moving, 0.1, 1.0))
         speed, spin = speed * factor, spin * factor
     velocity = np.stack([speed * np.cos(heading), speed * np.sin(heading)], axis=1)
     # _compose draws largest first (a stable sort), so box i belongs to object order[i].

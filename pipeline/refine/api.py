@@ -114,7 +114,8 @@ class Refiner:
         job = self._frame_refiner.prepare(frame, detections, only=None if plan is None else plan.refine)
         refined, tracks = self._tracks.finish(frame.index, plan, self._frame_refiner.finish(job))
         result = _result(refined, boxes, self.spec.predicts_iou)
-        return replace(result, boxes=np.where(refined.changed[:, None] | tracks.smoothed, tracks.boxes, boxes), track_ids=tracks.ids)
+        shown = np.where(refined.changed[:, None] | tracks.smoothed, tracks.boxes, boxes)  # untouched boxes: as given
+        return replace(result, boxes=shown, track_ids=tracks.ids)
 
     def refine_ultralytics(self, results: Any) -> Any:
         """Ultralytics Results (one or a list, as `model(image)` returns) with refined boxes; same type back."""

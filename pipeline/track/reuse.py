@@ -8,10 +8,11 @@ of the sides relative to the box and scaled by its size; after `max_age` frames 
 The decision must be made before cropping, i.e. before the tracker has seen the frame (it is fed
 the refined boxes), so the planner follows each object by its own association: one to one, by
 IoU, between this frame's boxes and the boxes seen in the previous frame, which at these IoU
-levels is stricter than ByteTrack's. It runs in two halves for a pipeline whose crop and refine
-stages are different threads: `plan` (crop stage: which boxes go to the network) keeps the boxes
-and ages; `complete` (refine stage, same frame order) keeps the outcomes. Neither reads the
-other's state, so the result does not depend on thread timing.
+levels is stricter than ByteTrack's; a box whose class changed is refined again. It runs in two
+halves for a pipeline whose crop and refine stages are different threads: `plan` (crop stage:
+which boxes go to the network) keeps the boxes and ages; `complete` (refine stage, same frame
+order) keeps the outcomes. Neither reads the other's state, so the result does not depend on
+thread timing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from pipeline.core.errors import UsageError
 from pipeline.core.geometry import box_iou_pairs
-from pipeline.core.types import RefinedDetections, RefineStatus
+from pipeline.core.types import Detections, RefinedDetections, RefineStatus
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class _Anchor:
     box: np.ndarray  # the detector box that was last refined fresh
     age: int  # frames since then
     last_box: np.ndarray  # the detector box of the previous frame, for the association
+    class_id: int  # a box whose class changed is another refinement (another class, or unmapped)
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,12 @@ class RefinementReuse:
         self.boxes_reused = 0
         self.boxes_refined = 0
 
-    def plan(self, boxes: np.ndarray) -> ReusePlan:
+    def plan(self, detections: Detections) -> ReusePlan:
         """Which of this frame's detector boxes go to the network; the others reuse an earlier refinement."""
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        boxes, class_ids = detections.boxes, detections.class_ids
         refine = np.ones(len(boxes), dtype=bool)
         entries = np.full(len(boxes), -1, dtype=np.int64)
-        for row, entry in self._associate(boxes):
+        for row, entry in self._associate(boxes, class_ids):
             anchor = self._anchors[entry]
             entries[row] = entry
             refine[row] = anchor.age >= self.settings.max_age or not self._holds(anchor.box, boxes[row])
@@ -103,9 +105,9 @@ class RefinementReuse:
                 entries[row] = next(self._ids)
             previous = self._anchors.get(int(entries[row]))
             if refine[row] or previous is None:
-                anchors[int(entries[row])] = _Anchor(boxes[row].copy(), 0, boxes[row].copy())
+                anchors[int(entries[row])] = _Anchor(boxes[row].copy(), 0, boxes[row].copy(), int(class_ids[row]))
             else:
-                anchors[int(entries[row])] = _Anchor(previous.box, previous.age + 1, boxes[row].copy())
+                anchors[int(entries[row])] = _Anchor(previous.box, previous.age + 1, boxes[row].copy(), previous.class_id)
         self._anchors = anchors
         return ReusePlan(refine, entries)
 
@@ -136,14 +138,15 @@ class RefinementReuse:
         self.boxes_refined += int(plan.refine.sum())
         return RefinedDetections(detections, refined, tuple(status), predicted, scores)
 
-    def _associate(self, boxes: np.ndarray) -> list[tuple[int, int]]:
-        """(row, entry) pairs, one to one, greedily by IoU with the previous frame's boxes (at least min_iou)."""
+    def _associate(self, boxes: np.ndarray, class_ids: np.ndarray) -> list[tuple[int, int]]:
+        """(row, entry) pairs, one to one, greedily by IoU (>= min_iou) with the previous frame's boxes of the same class."""
         if not self._anchors or not len(boxes):
             return []
         entries = list(self._anchors)
         previous = np.stack([self._anchors[entry].last_box for entry in entries])
+        same_class = class_ids[:, None] == np.array([self._anchors[entry].class_id for entry in entries])[None]
         with np.errstate(invalid="ignore"):
-            iou = np.nan_to_num(box_iou_pairs(boxes[:, None], previous[None]))
+            iou = np.where(same_class, np.nan_to_num(box_iou_pairs(boxes[:, None], previous[None])), 0.0)
         pairs: list[tuple[int, int]] = []
         rows_taken, columns_taken = set(), set()
         for flat in np.argsort(-iou, axis=None, kind="stable"):

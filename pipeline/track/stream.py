@@ -44,7 +44,7 @@ class StreamTracks:
 
     def plan(self, detections: Detections) -> ReusePlan | None:
         """Which boxes to crop (the `only` mask of FrameRefiner.prepare); None: all of them."""
-        return self.reuse.plan(detections.boxes) if self.reuse else None
+        return self.reuse.plan(detections) if self.reuse else None
 
     def finish(self, frame_index: int, plan: ReusePlan | None, result: RefinedDetections) -> tuple[RefinedDetections, Tracks]:
         """The result with reused refinements filled in, and the frame's tracks."""

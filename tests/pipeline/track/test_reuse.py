@@ -8,23 +8,25 @@ import pytest
 from pipeline.core.types import Detections, RefinedDetections, RefineStatus
 from pipeline.track.reuse import RefinementReuse, ReuseSettings, apply_offsets, side_offsets
 
-NAMES = ("person",)
+NAMES = ("person", "dog")
 BOX = np.array([100.0, 100.0, 200.0, 300.0])
 REFINED = np.array([104.0, 96.0, 198.0, 310.0])
 
 
-def frame_result(boxes: np.ndarray, refined: np.ndarray, plan_refine: np.ndarray) -> RefinedDetections:
+def frame_result(detections: Detections, refined: np.ndarray, plan_refine: np.ndarray) -> RefinedDetections:
     """What FrameRefiner returns for the planned boxes: `refined` rows where planned (NaN: gated), NaN elsewhere."""
-    count = len(boxes)
-    detections = Detections(boxes, np.full(count, 0.8), np.zeros(count), NAMES)
+    count = len(detections)
     refined_boxes = np.where(plan_refine[:, None], refined, np.nan)
     status = tuple(RefineStatus.REFINED if not np.isnan(row).any() else RefineStatus.GATED for row in refined_boxes)
     return RefinedDetections(detections, refined_boxes, status, np.full((count, 2), 0.7))
 
 
-def step(reuse: RefinementReuse, boxes: np.ndarray, refined: np.ndarray) -> tuple[np.ndarray, RefinedDetections]:
-    plan = reuse.plan(boxes)
-    return plan.refine, reuse.complete(plan, frame_result(boxes, refined, plan.refine))
+def step(
+    reuse: RefinementReuse, boxes: np.ndarray, refined: np.ndarray, class_ids: list[int] | None = None
+) -> tuple[np.ndarray, RefinedDetections]:
+    detections = Detections(boxes, np.full(len(boxes), 0.8), class_ids or [0] * len(boxes), NAMES)
+    plan = reuse.plan(detections)
+    return plan.refine, reuse.complete(plan, frame_result(detections, refined, plan.refine))
 
 
 def test_offsets_are_relative_to_the_box_and_scale_with_it():
@@ -82,6 +84,14 @@ def test_each_refinement_is_reused_by_one_box_at_most_and_new_boxes_are_refined(
     assert refine.tolist() == [True, False, True]
     np.testing.assert_allclose(result.refined_boxes[1], REFINED)
     np.testing.assert_allclose(result.refined_boxes[2], REFINED + 400)
+
+
+def test_a_box_whose_class_changed_is_refined_again():
+    reuse = RefinementReuse()
+    step(reuse, BOX[None], REFINED[None], [0])
+    refine, result = step(reuse, BOX[None], (REFINED + 1)[None], [1])
+    assert refine.tolist() == [True]
+    np.testing.assert_allclose(result.refined_boxes[0], REFINED + 1)
 
 
 def test_bad_settings_are_a_usage_error():
