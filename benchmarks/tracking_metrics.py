@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from pipeline.core.geometry import box_iou_pairs, xyxy_to_xywh
+from pipeline.core.geometry import box_iou_matrix, xyxy_to_xywh
 from pipeline.data.coco import coco_ap, load_ground_truth
 from pipeline.core.types import NO_TRACK
 
@@ -45,7 +45,7 @@ def iou_distances(truth: np.ndarray, hypotheses: np.ndarray) -> np.ndarray:
     """(M, N) 1 - IoU, NaN where IoU < MATCH_IOU (motmetrics' "cannot match")."""
     if not len(truth) or not len(hypotheses):
         return np.empty((len(truth), len(hypotheses)))
-    iou = box_iou_pairs(truth[:, None], hypotheses[None])
+    iou = box_iou_matrix(truth, hypotheses)
     return np.where(iou >= MATCH_IOU, 1.0 - iou, np.nan)
 
 
@@ -71,7 +71,7 @@ def matched_rows(truth: np.ndarray, boxes: np.ndarray) -> dict[int, int]:
     """truth row -> output row, one to one by IoU (Hungarian), at IoU >= MATCH_IOU."""
     if not len(truth) or not len(boxes):
         return {}
-    iou = np.nan_to_num(box_iou_pairs(truth[:, None], boxes[None]))
+    iou = np.nan_to_num(box_iou_matrix(truth, boxes))
     rows, columns = linear_sum_assignment(-iou)
     return {int(r): int(c) for r, c in zip(rows, columns, strict=True) if iou[r, c] >= MATCH_IOU}
 

@@ -1,7 +1,7 @@
 """Reuse a refinement along a track while the detector's box holds still, instead of running the network.
 
 A crowd pays the refiner on every box of every frame even where nothing moved. Here an object
-whose detector box barely changed since its last fresh refinement (IoU with that box at least
+whose detector box barely changed since its last fresh refinement (IoU with that box above
 `min_iou`, centre moved at most `max_shift` of its size) takes that refinement again, as offsets
 of the sides relative to the box and scaled by its size; after `max_age` frames a fresh one is due.
 
@@ -23,7 +23,7 @@ from itertools import count
 import numpy as np
 
 from pipeline.core.errors import UsageError
-from pipeline.core.geometry import box_iou_pairs
+from pipeline.core.geometry import box_iou_pairs, match_boxes
 from pipeline.core.types import Detections, RefinedDetections, RefineStatus
 
 
@@ -31,13 +31,13 @@ from pipeline.core.types import Detections, RefinedDetections, RefineStatus
 class ReuseSettings:
     """When a box counts as unchanged since its last fresh refinement, and for how many frames at most."""
 
-    min_iou: float = 0.9  # IoU of this frame's box with the box that was refined
+    min_iou: float = 0.9  # IoU of this frame's box with the box that was refined must be above this
     max_shift: float = 0.05  # centre motion, as a fraction of that box's width (x) and height (y)
     max_age: int = 10  # frames after a fresh refinement that may reuse it
 
     def __post_init__(self) -> None:
-        if not 0 < self.min_iou <= 1 or self.max_shift < 0 or self.max_age < 0:
-            raise UsageError("reuse needs 0 < min_iou <= 1, max_shift >= 0 and max_age >= 0")
+        if not 0 < self.min_iou < 1 or self.max_shift < 0 or self.max_age < 0:
+            raise UsageError("reuse needs 0 < min_iou < 1, max_shift >= 0 and max_age >= 0")
 
 
 @dataclass(frozen=True)
@@ -139,24 +139,17 @@ class RefinementReuse:
         return RefinedDetections(detections, refined, tuple(status), predicted, scores)
 
     def _associate(self, boxes: np.ndarray, class_ids: np.ndarray) -> list[tuple[int, int]]:
-        """(row, entry) pairs, one to one, greedily by IoU (>= min_iou) with the previous frame's boxes of the same class."""
-        if not self._anchors or not len(boxes):
-            return []
-        entries = list(self._anchors)
-        previous = np.stack([self._anchors[entry].last_box for entry in entries])
-        same_class = class_ids[:, None] == np.array([self._anchors[entry].class_id for entry in entries])[None]
-        with np.errstate(invalid="ignore"):
-            iou = np.where(same_class, np.nan_to_num(box_iou_pairs(boxes[:, None], previous[None])), 0.0)
-        pairs: list[tuple[int, int]] = []
-        rows_taken, columns_taken = set(), set()
-        for flat in np.argsort(-iou, axis=None, kind="stable"):
-            row, column = (int(v) for v in np.unravel_index(flat, iou.shape))
-            if iou[row, column] < self.settings.min_iou:
-                break
-            if row not in rows_taken and column not in columns_taken:
-                rows_taken.add(row)
-                columns_taken.add(column)
-                pairs.append((row, entries[column]))
+        """(row, entry) pairs, one to one, greedily by IoU (above min_iou) with the previous frame's boxes of the same class."""
+        entries = np.array(list(self._anchors), dtype=np.int64)
+        previous = np.array([self._anchors[int(entry)].last_box for entry in entries]).reshape(-1, 4)
+        previous_classes = np.array([self._anchors[int(entry)].class_id for entry in entries], dtype=np.int64)
+        pairs = []
+        for class_id in np.unique(class_ids):
+            rows, columns = np.flatnonzero(class_ids == class_id), np.flatnonzero(previous_classes == class_id)
+            if len(columns):
+                with np.errstate(invalid="ignore"):  # NaN boxes match nothing
+                    first, second, _ = match_boxes(boxes[rows], previous[columns], self.settings.min_iou)
+                pairs += [(int(rows[i]), int(entries[columns[j]])) for i, j in zip(first, second, strict=True)]
         return pairs
 
     def _holds(self, anchor: np.ndarray, box: np.ndarray) -> bool:
@@ -165,4 +158,4 @@ class RefinementReuse:
             iou = float(box_iou_pairs(anchor[None], box[None])[0])
         size = anchor[2:] - anchor[:2]
         shift = np.abs((box[:2] + box[2:]) / 2 - (anchor[:2] + anchor[2:]) / 2) / size
-        return iou >= self.settings.min_iou and bool(np.all(shift <= self.settings.max_shift))
+        return iou > self.settings.min_iou and bool(np.all(shift <= self.settings.max_shift))
