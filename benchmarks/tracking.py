@@ -14,7 +14,8 @@ tracks (an EMA, and an alpha-beta filter that also follows velocity).
 Generated clips: standing, slow and moving objects crossing each other, exact ids; their boxes are
 the truth jittered per frame (see benchmarks.tracking_data). mot17-mini: 4 real sequences of only
 4-7 frames each, with the detections shipped with them. "crowd": mot17-mini's sequences 02 and 11
-with YOLOv8n's person boxes at confidence 0.05 (far more boxes per frame).
+with YOLOv8n's person boxes at confidence 0.05 (far more boxes per frame), each played forward and
+back to --crowd-frames frames, as `python -m benchmarks crowd` builds its clip.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mot17", type=Path, default=Path("../shared/data/mot17-mini"))
     parser.add_argument("--person-refiner", type=Path, default=ENGINES / "refiner-person-lite0-160-edges.safetensors")
     parser.add_argument("--crowd-detector", type=Path, default=Path("models/yolov8n-coco.pt"))
+    parser.add_argument("--crowd-frames", type=int, default=24, help="frames per crowd sequence (played forward and back)")
     parser.add_argument("--backend", choices=KINDS, default="onnxruntime")
     parser.add_argument("--ema", type=float, default=0.5, help="alpha of the EMA smoothing")
     parser.add_argument("--alpha-beta", type=float, nargs=2, default=(0.5, 0.1), metavar=("ALPHA", "BETA"))
@@ -95,7 +97,8 @@ def main(args: argparse.Namespace) -> None:
         from pipeline.io.detectors import open_detector
 
         crowd_detector = open_detector(args.crowd_detector, conf=0.05, device="cpu")
-        datasets["crowd"] = (mot17_sequences(args.mot17, ("-02-", "-11-"), crowd_detector), args.person_refiner)
+        crowd = mot17_sequences(args.mot17, ("-02-", "-11-"), crowd_detector, args.crowd_frames)
+        datasets["crowd"] = (crowd, args.person_refiner)
     results = {name: score_dataset(sequences, refiner, args.backend, smoothing, reuse)
                for name, (sequences, refiner) in datasets.items()}
     settings = {"clips": vars(clip) | {"seeds": args.seeds}, "smoothing": {k: v and vars(v) for k, v in smoothing.items()},

@@ -65,10 +65,14 @@ def synthetic_sequence(seed: int, settings: ClipSettings) -> TrackedSequence:
     return TrackedSequence(f"synthetic-seed{seed}", images, detections, truth, CLASS_NAMES)
 
 
-def mot17_sequences(root: Path, only: tuple[str, ...] = (), detector: Detector | None = None) -> list[TrackedSequence]:
+def mot17_sequences(
+    root: Path, only: tuple[str, ...] = (), detector: Detector | None = None, length: int | None = None
+) -> list[TrackedSequence]:
     """mot17-mini's sequences (4-7 frames each; `only`: names containing one of these): MOT17's pedestrian
     GT with track ids (don't-care rows left out) and the detections shipped with them, or `detector`'s
-    person boxes (the crowd clip: YOLOv8n at a low threshold finds far more boxes)."""
+    person boxes (the crowd clip: YOLOv8n at a low threshold finds far more boxes). `length`: each
+    sequence played forward and back until it is this long, as `benchmarks crowd` (branch crowd) builds
+    its crowd clip: real consecutive frames throughout, long enough for reuse's max age to matter."""
     annotations = root / "annotations"
     truth_doc = json.loads((annotations / "gt_pedestrian.json").read_text())
     results = json.loads((annotations / "det_results.json").read_text())
@@ -101,8 +105,16 @@ def mot17_sequences(root: Path, only: tuple[str, ...] = (), detector: Detector |
             gt_boxes = xywh_to_xyxy(np.array([a["bbox"] for a in gt], np.float64).reshape(-1, 4))
             truth.append(TruthFrame(gt_boxes, np.array([a["track_id"] for a in gt]), np.zeros(len(gt), np.int64),
                                     np.zeros(len(gt), bool)))
-        sequences.append(TrackedSequence(sequence, frames, detections, truth, names))
+        order = ping_pong(len(frames), length or len(frames))
+        sequences.append(TrackedSequence(sequence, [frames[i] for i in order], [detections[i] for i in order],
+                                         [truth[i] for i in order], names))
     return sequences
+
+
+def ping_pong(count: int, length: int) -> list[int]:
+    """Frame indices 0..count-1, then back to 1, and again, `length` of them (0, 1, 2, 1, 0, 1, ... for 3)."""
+    cycle = list(range(count)) + list(range(count - 2, 0, -1))
+    return [cycle[i % len(cycle)] for i in range(length)]
 
 
 def person_boxes(detections: Detections, names: tuple[str, ...]) -> Detections:

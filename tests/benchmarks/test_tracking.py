@@ -56,3 +56,10 @@ def test_generated_sequences_mark_standing_objects_and_jitter_their_boxes():
     still = [frame.boxes[frame.standing] for frame in sequence.truth]
     assert all(np.array_equal(boxes, still[0]) for boxes in still)
     assert not np.array_equal(sequence.detections[0].boxes, sequence.detections[1].boxes[: len(sequence.detections[0])])
+
+
+def test_ping_pong_plays_real_consecutive_frames_forward_and_back():
+    from benchmarks.tracking_data import ping_pong
+
+    assert ping_pong(3, 8) == [0, 1, 2, 1, 0, 1, 2, 1]
+    assert ping_pong(4, 3) == [0, 1, 2] and ping_pong(1, 3) == [0, 0, 0]
