@@ -110,9 +110,7 @@ class Refiner:
         self._frames += 1
         if self._tracks is None:
             return _result(self._frame_refiner(frame, detections), boxes, self.spec.predicts_iou)
-        plan = self._tracks.plan(detections)
-        job = self._frame_refiner.prepare(frame, detections, only=None if plan is None else plan.refine)
-        refined, tracks = self._tracks.finish(frame.index, plan, self._frame_refiner.finish(job))
+        refined, tracks = self._tracks.refine(self._frame_refiner, frame, detections)
         result = _result(refined, boxes, self.spec.predicts_iou)
         shown = np.where(refined.changed[:, None] | tracks.smoothed, tracks.boxes, boxes)  # untouched boxes: as given
         return replace(result, boxes=shown, track_ids=tracks.ids)

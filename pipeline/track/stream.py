@@ -8,11 +8,15 @@ filled in, ids from the boxes the pipeline outputs, sides smoothed along each tr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from pipeline.core.types import Detections, FrameResult, RefinedDetections, Tracks
+from pipeline.core.types import Detections, Frame, FrameResult, RefinedDetections, Tracks
 from pipeline.track.reuse import RefinementReuse, ReusePlan, ReuseSettings
 from pipeline.track.smoothing import BoxSmoother, SmoothingSettings
 from pipeline.track.tracker import Tracker, TrackerSettings
+
+if TYPE_CHECKING:  # pipeline.refine imports this module (the Refiner's `track` option)
+    from pipeline.refine.refiner import FrameRefiner
 
 # What `--track --smooth` and `--track --reuse` use (benchmarks/results/cpu-2core/tracking.md).
 ADOPTED_SMOOTHING = SmoothingSettings(alpha=0.5, beta=0.1, snap=0.05)
@@ -55,6 +59,12 @@ class StreamTracks:
         if self.smoother is not None:
             boxes = self.smoother.smooth(frame_index, ids, boxes)
         return result, Tracks(ids, boxes, self.smoother is not None)
+
+    def refine(self, refiner: FrameRefiner, frame: Frame, detections: Detections) -> tuple[RefinedDetections, Tracks]:
+        """One frame through plan, crop, network and finish in the caller's thread (the Python API)."""
+        plan = self.plan(detections)
+        job = refiner.prepare(frame, detections, only=None if plan is None else plan.refine)
+        return self.finish(frame.index, plan, refiner.finish(job))
 
     def follow(self, result: FrameResult, plan: ReusePlan | None = None) -> FrameResult:
         """`result` (refined by `plan`'s mask, or not refined at all) with reused boxes filled in and its tracks."""
