@@ -1,4 +1,4 @@
-"""`python -m benchmarks latency|fps|streams|accuracy ...`: one subcommand per module."""
+"""`python -m benchmarks latency|fps|streams|accuracy|tracking ...`: one subcommand per module."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "calibrate": "fit blend temperature and IoU-aware scores on real detector boxes; reliability table",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
     "streams": "total and per-stream FPS, refiner batch size and calls/s for 1, 2, 4, 8 streams",
+    "tracking": "MOTA/IDF1 with and without refinement, jitter of standing boxes, refinement reused along tracks",
     "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",
 }
 

@@ -21,6 +21,8 @@ _EXPORTS = {
     "RefineStatus": "pipeline.core.types",
     "Detections": "pipeline.core.types",
     "RefinerSpec": "pipeline.core.spec",
+    "TrackOptions": "pipeline.track.stream",
+    "Tracker": "pipeline.track.tracker",
     **{name: "pipeline.core.errors" for name in _ERRORS},
 }
 __all__ = sorted(_EXPORTS)
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from pipeline.core.types import Detections, RefinedDetections, RefineStatus
     from pipeline.refine.api import Refiner
     from pipeline.refine.refiner import build_frame_refiner
+    from pipeline.track.stream import TrackOptions
+    from pipeline.track.tracker import Tracker
 
 
 def __getattr__(name: str) -> Any:

@@ -93,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--iterations", type=int, help="refine the refined box again, this many passes in all (default: 1)"
     )
+    parser.add_argument(
+        "--track", action="store_true",
+        help="track ids per stream (ByteTrack on the output boxes) in detections.jsonl and the video labels (default: off)",
+    )
+    parser.add_argument(
+        "--smooth", action="store_true", help="with --track: smooth box sides along tracks, for still boxes (default: off)"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="with --track: a box that barely moved reuses its last refinement instead of the network (default: off)",
+    )
     parser.add_argument("--workers", type=int, help=f"CPU crop threads (default: {RunConfig.workers})")
     parser.add_argument(
         "--gpu-crops",

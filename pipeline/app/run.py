@@ -37,6 +37,8 @@ from pipeline.io.sources import FrameSource, open_source
 from pipeline.model.defaults import default_detector, default_refiner, resolve_device
 from pipeline.refine.policy import Policy
 from pipeline.refine.refiner import BatchJob, FrameRefiner, build_frame_refiner
+from pipeline.track.reuse import ReusePlan
+from pipeline.track.stream import StreamTracks, TrackOptions
 
 DEVICES = ("cpu", "cuda")
 STOP_GRACE_SECONDS = 2.0  # how long stages get to finish after a stop before we write and leave
@@ -72,6 +74,9 @@ class RunConfig:
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS  # many streams: a cycle closes this long after its first frame
     triton_url: str | None = None  # --backend triton: the server's gRPC HOST:PORT
     triton_model: str | None = None  # --backend triton: the served model (None: the refiner file's stem)
+    track: bool = False  # track ids per stream (pipeline.track); smooth, reuse: along the tracks
+    smooth: bool = False
+    reuse: bool = False
 
     def __post_init__(self) -> None:
         if self.device is not None and self.device not in DEVICES:
@@ -83,6 +88,8 @@ class RunConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if self.batch_timeout_ms < 0:
             raise UsageError("--batch-timeout-ms must be non-negative")
+        if (self.smooth or self.reuse) and not self.track:
+            raise UsageError("--smooth and --reuse work along tracks; add --track")
         if (self.backend == "triton") != (self.triton_url is not None):
             raise UsageError("--backend triton and --triton-url HOST:PORT go together; pass both or neither")
 
@@ -121,7 +128,8 @@ def run(config: RunConfig, sources: Sequence[FrameSource] | None = None, detecto
             tally.add(result)
             mux.written(item)
 
-    pipeline = StagePipeline(mux, cycle_stages(detector, refiner, tally, write), config.queue_size, read_ahead=1)
+    tracks = [StreamTracks(TrackOptions.of(config.smooth, config.reuse)) for _ in sources] if config.track else None
+    pipeline = StagePipeline(mux, cycle_stages(detector, refiner, tally, write, tracks), config.queue_size, read_ahead=1)
     if config.show and (window := window_sink(len(sources), pipeline.stop)) is not None:
         sinks.append(window)
     if config.progress:
@@ -131,6 +139,9 @@ def run(config: RunConfig, sources: Sequence[FrameSource] | None = None, detecto
     summary, streams_summary = summarize(
         setup, pipeline, mux, tally, refiner, signals, started, time.perf_counter() - started, config.batch_timeout_ms
     )
+    if tracks is not None:  # ids are per stream: a count per stream
+        streams_summary["tracks"] = [stream.summary() for stream in tracks]
+        summary["tracks"] = streams_summary["tracks"][0] if len(tracks) == 1 else streams_summary["tracks"]
     try:
         # A stage still stuck in a call may be using these; the process exit releases them instead.
         if not summary["unfinished_stages"]:
@@ -175,26 +186,39 @@ def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRe
 Written = list[tuple[StreamFrame, FrameResult]]  # a cycle's results, each with the frame it came from
 
 
-def cycle_stages(detector: Detector, refiner: FrameRefiner | None, tally: RunTally, write: Callable[[Written], None]) -> list[Stage]:
-    """Stages over cycles (lists of StreamFrames): one detect call (where batched) and one refine call per cycle."""
+def cycle_stages(
+    detector: Detector, refiner: FrameRefiner | None, tally: RunTally, write: Callable[[Written], None],
+    tracks: list[StreamTracks] | None = None,
+) -> list[Stage]:
+    """Stages over cycles (lists of StreamFrames): one detect call (where batched) and one refine call per cycle.
+
+    `tracks` (--track): one StreamTracks per stream; it decides which boxes are cropped (reuse) and
+    attaches each result's tracks."""
+
+    def tracked(item: StreamFrame, result: FrameResult, plan: ReusePlan | None = None) -> tuple[StreamFrame, FrameResult]:
+        return item, (result if tracks is None else tracks[item.stream].follow(result, plan))
+
     if refiner is None:
 
         def detect_only(cycle: list[StreamFrame]) -> Written:
-            return [
-                (item, FrameResult(item.frame, RefinedDetections.untouched(detections, RefineStatus.DISABLED), item.stream))
-                for item, detections in detect_cycle(detector, cycle)
-            ]
+            untouched = [(item, RefinedDetections.untouched(detections, RefineStatus.DISABLED))
+                         for item, detections in detect_cycle(detector, cycle)]
+            return [tracked(item, FrameResult(item.frame, objects, item.stream)) for item, objects in untouched]
 
         return [Stage("detect", detect_only), Stage("write", write)]
 
-    def crop(pairs: list[tuple[StreamFrame, Detections]]) -> tuple[list[StreamFrame], BatchJob]:
-        return [item for item, _ in pairs], refiner.prepare_many([(item.frame, detections) for item, detections in pairs])
+    def crop(pairs: list[tuple[StreamFrame, Detections]]) -> tuple[list[StreamFrame], list[ReusePlan | None], BatchJob]:
+        plans = [None if tracks is None else tracks[item.stream].plan(detections) for item, detections in pairs]
+        frames = [(item.frame, detections, None if plan is None else plan.refine)
+                  for (item, detections), plan in zip(pairs, plans, strict=True)]
+        return [item for item, _ in pairs], plans, refiner.prepare_many(frames)
 
-    def refine(prepared: tuple[list[StreamFrame], BatchJob]) -> Written:
-        items, batch = prepared
+    def refine(prepared: tuple[list[StreamFrame], list[ReusePlan | None], BatchJob]) -> Written:
+        items, plans, batch = prepared
         tally.cycle_calls.add([len(job.vectors) for job in batch.jobs])
         objects = refiner.finish_many(batch)
-        return [(item, FrameResult(item.frame, result, item.stream)) for item, result in zip(items, objects, strict=True)]
+        results = zip(items, plans, objects, strict=True)
+        return [tracked(item, FrameResult(item.frame, result, item.stream), plan) for item, plan, result in results]
 
     return [
         Stage("detect", lambda cycle: detect_cycle(detector, cycle)),

@@ -109,6 +109,7 @@ class RefineStatus(StrEnum):
 
     REFINED = "refined"  # the refiner's box replaced the detector's
     GATED = "gated"  # refined, but the quality gate kept the detector's box
+    REUSED = "reused"  # the refinement of an earlier frame, carried along a box that barely moved (--track)
     UNMAPPED = "unmapped"  # the refiner does not know the detector's class
     UNUSABLE = "unusable"  # degenerate box (NaN, empty, outside the frame)
     SMALL = "small"  # below --min-size
@@ -129,6 +130,7 @@ class RefinedDetections:
     status: tuple[RefineStatus, ...]
     predicted_iou: np.ndarray  # (N, 2) IoU of input box, of refined box; NaN where not predicted
     scores: np.ndarray | None = None  # (N,) output scores; None: the detector's
+    tracks: Tracks | None = None  # with tracking (Refiner(track=...)): ids and the boxes along each track
 
     def __post_init__(self) -> None:
         count = len(self.detections)
@@ -157,14 +159,33 @@ class RefinedDetections:
         """(N, 4) float64 xyxy, the box to use for each object: refined where refined, else the detector's, in input order."""
         return np.where(self.changed[:, None], self.refined_boxes, self.detections.boxes)
 
+    @property
+    def track_ids(self) -> np.ndarray | None:
+        """(N,) int64 track id per object (NO_TRACK where none yet) with tracking on, else None."""
+        return None if self.tracks is None else self.tracks.ids
+
+
+@dataclass(frozen=True)
+class Tracks:
+    """--track, per object of one frame: its track id (NO_TRACK where none yet) and the box to show along
+    the track (the output box, smoothed where smoothing is on)."""
+
+    ids: np.ndarray  # (N,) int64
+    boxes: np.ndarray  # (N, 4) float64
+    smoothed: bool
+
+
+NO_TRACK = -1  # a box the tracker has not (yet) confirmed as a track: a new object's first frames, clutter
+
 
 @dataclass(frozen=True)
 class FrameResult:
-    """A frame, its refined detections and the stream it came from: what every sink consumes."""
+    """A frame, its refined detections, the stream it came from (and, with --track, their tracks): what every sink consumes."""
 
     frame: Frame
     objects: RefinedDetections
     stream: int = 0  # the source's position in the run's sources (0 for a run of one stream)
+    tracks: Tracks | None = None
 
 
 def _numpy(values: Any) -> np.ndarray:

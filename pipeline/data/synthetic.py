@@ -226,15 +226,35 @@ def generate_clip(n_frames: int, width: int, height: int, seed: int, n_objects: 
     The background is fixed per clip and objects keep their texture, as in a static camera
     video; same-class neighbours start together with similar velocities, so they overlap often.
     """
+    for scene, _ in generate_tracked_clip(n_frames, width, height, seed, n_objects):
+        yield scene
+
+
+def generate_tracked_clip(
+    n_frames: int, width: int, height: int, seed: int, n_objects: int = 8, standing: float = 0.0, slow: float = 0.0
+) -> Iterator[tuple[Scene, np.ndarray]]:
+    """generate_clip's frames with each box's object id (exact ground truth for tracking).
+
+    `standing`, `slow`: fractions of the objects that do not move at all (nor turn), or move at a
+    tenth of the speed; moving objects cross the standing ones and occlude them partly. With both
+    0 the frames are exactly generate_clip's.
+    """
     rng = np.random.default_rng(seed)
     background = _background(rng, width, height)
     objects = _sample_objects(rng, width, height, n_objects)
     speed = rng.uniform(0.001, 0.006, n_objects) * max(width, height)  # px per frame
     heading = rng.uniform(0, 2 * np.pi, n_objects)
-    velocity = np.stack([speed * np.cos(heading), speed * np.sin(heading)], axis=1)
     spin = rng.uniform(-0.03, 0.03, n_objects)  # rad per frame
+    if standing or slow:
+        kind = rng.permutation(n_objects)  # the first standing * n are standing, the next slow * n slow
+        first_slow, first_moving = round(standing * n_objects), round((standing + slow) * n_objects)
+        factor = np.where(kind < first_slow, 0.0, np.where(kind < first_moving, 0.1, 1.0))
+        speed, spin = speed * factor, spin * factor
+    velocity = np.stack([speed * np.cos(heading), speed * np.sin(heading)], axis=1)
+    # _compose draws largest first (a stable sort), so box i belongs to object order[i].
+    order = np.array(sorted(range(n_objects), key=lambda i: -objects[i].radius), np.int64)
     for _ in range(n_frames):
-        yield _compose(background, objects)
+        yield _compose(background, objects), order
         objects = [_step(o, v, s, width, height) for o, v, s in zip(objects, velocity, spin)]
 
 

@@ -19,7 +19,7 @@ from typing import Protocol, TextIO
 import cv2
 import numpy as np
 
-from pipeline.core.types import FrameResult, RefineStatus
+from pipeline.core.types import NO_TRACK, FrameResult, RefineStatus
 
 DETECTOR_COLOUR = (0, 165, 255)  # BGR orange: the detector's box
 REFINED_COLOUR = (80, 220, 60)  # BGR green: the refined box
@@ -71,6 +71,11 @@ def frame_record(result: FrameResult, tag_stream: bool = False) -> dict:
                 else {"input": round(float(iou[0]), 4), "refined": round(float(iou[1]), 4)},
             }
         )
+    if result.tracks is not None:  # --track: ids per stream, so (stream, track) names an object
+        for record, track_id, box in zip(records, result.tracks.ids.tolist(), result.tracks.boxes, strict=True):
+            record["track"] = None if track_id == NO_TRACK else track_id
+            if result.tracks.smoothed:
+                record["track_box"] = _box(box) if np.isfinite(box).all() else None
     frame = result.frame
     tag = {"stream": result.stream} if tag_stream else {}
     return {**tag, "frame": frame.index, "timestamp": frame.timestamp, "name": frame.name, "objects": records}
@@ -101,13 +106,16 @@ def draw_result(image: np.ndarray, result: FrameResult) -> np.ndarray:
     thickness = max(1, round(max(canvas.shape[:2]) / 640))
     objects = result.objects
     detections = objects.detections
-    for index, (box, refined, status) in enumerate(zip(detections.boxes, objects.refined_boxes, objects.status, strict=True)):
+    tracks = result.tracks
+    shown = tracks.boxes if tracks is not None and tracks.smoothed else objects.refined_boxes
+    for index, (box, refined, status) in enumerate(zip(detections.boxes, shown, objects.status, strict=True)):
         _rectangle(canvas, box, DETECTOR_COLOUR, thickness)
-        if status == RefineStatus.REFINED:
+        if status in (RefineStatus.REFINED, RefineStatus.REUSED):
             _rectangle(canvas, refined, REFINED_COLOUR, thickness)
         if _has_room_for_text(canvas):
             name = detections.class_names[detections.class_ids[index]]
-            _box_label(canvas, box, f"{name} {detections.scores[index]:.2f}")
+            track = "" if tracks is None or tracks.ids[index] == NO_TRACK else f"#{tracks.ids[index]} "
+            _box_label(canvas, box, f"{track}{name} {detections.scores[index]:.2f}")
     if _has_room_for_text(canvas):
         draw_legend(canvas)
     return canvas

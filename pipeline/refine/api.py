@@ -19,6 +19,7 @@ from pipeline.model.defaults import default_refiner, resolve_device
 from pipeline.refine.class_mapping import canonical_name
 from pipeline.refine.policy import Policy
 from pipeline.refine.refiner import OTHER_CLASS, build_frame_refiner
+from pipeline.track.stream import StreamTracks, TrackOptions
 
 
 class Refiner:
@@ -26,6 +27,9 @@ class Refiner:
 
     `path` None: the committed person refiner. `backend` "auto" picks TensorRT, ONNX Runtime or
     torch; `device` None: CUDA when available. Not thread-safe: use one Refiner per thread.
+    `track`: the images are one video's frames, in order: each result carries track ids (ByteTrack
+    on the output boxes) and, as the TrackOptions say, boxes smoothed along tracks and refinements
+    reused where a box held still (True: ids only). Use one Refiner per video stream.
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class Refiner:
         flip_tta: bool = False,
         iterations: int = 1,
         max_batch: int = 32,
+        track: TrackOptions | bool = False,
     ) -> None:
         self.path = Path(path) if path is not None else default_refiner()
         self.device = resolve_device(device)
@@ -48,6 +53,8 @@ class Refiner:
         )
         self.spec = self._frame_refiner.spec
         self._index = {canonical_name(name): index for index, name in enumerate(self.spec.class_names)}
+        self._tracks = None if track is False else StreamTracks(TrackOptions() if track is True else track)
+        self._frames = 0
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -70,6 +77,8 @@ class Refiner:
         `boxes`: a Detections (boxes, scores, class ids and the detector's class names, e.g.
         Detections.from_ultralytics(results[0])), or N xyxy pixel boxes with `class_names`, one name
         per box or one for all, and optional `scores`. Integer class ids need their names: pass a Detections.
+        With `track`, `.tracks` holds each box's track id (`.track_ids`) and its box along the track
+        (smoothed where the TrackOptions smooth).
         """
         if isinstance(boxes, Detections):
             if class_names is not None or scores is not None:
@@ -77,9 +86,13 @@ class Refiner:
             detections = boxes
         else:
             detections = _named_detections(boxes, class_names, scores)
-        image = np.ascontiguousarray(frame_bgr)
-        refined = self._frame_refiner(Frame(0, image, None, "image"), self._in_refiner_classes(detections))
-        return replace(refined, detections=detections)  # the caller's classes, not the refiner's
+        frame = Frame(self._frames, np.ascontiguousarray(frame_bgr), None, "image")
+        self._frames += 1
+        in_refiner_classes = self._in_refiner_classes(detections)
+        if self._tracks is None:
+            return replace(self._frame_refiner(frame, in_refiner_classes), detections=detections)  # the caller's classes
+        refined, tracks = self._tracks.refine(self._frame_refiner, frame, in_refiner_classes)
+        return replace(refined, detections=detections, tracks=tracks)
 
     def _in_refiner_classes(self, detections: Detections) -> Detections:
         """The same detections with class ids into the refiner's classes (OTHER_CLASS for the rest), by name."""

@@ -159,8 +159,9 @@ class FrameRefiner:
         crops = (cropper or self.cropper).crop(frame.image, windows)
         return RefineJob(frame, detections, (width, height), tuple(RefineStatus(s) for s in status), selected, windows, crops, vectors)
 
-    def prepare_many(self, pairs: Sequence[tuple[Frame, Detections]]) -> BatchJob:
-        """Prepare several frames (many streams) so that `finish_many` refines them in ONE backend call.
+    def prepare_many(self, pairs: Sequence[tuple[Frame, Detections] | tuple[Frame, Detections, np.ndarray | None]]) -> BatchJob:
+        """Prepare several frames (many streams) so that `finish_many` refines them in ONE backend call
+        (a third item per frame: `prepare`'s `only` mask).
 
         With several frames, each frame's crops are copied out as soon as they are made: a ring
         cropper reuses its buffers after a few frames, fewer than a cycle of many streams may hold.

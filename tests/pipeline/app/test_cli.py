@@ -123,6 +123,20 @@ def test_max_frames_no_refine_and_policy(inputs, tmp_path):
     assert [o["status"] for o in objects] == ["refined", "refined"]
 
 
+def test_track_writes_ids_smoothed_boxes_and_reuses_refinements(inputs, tmp_path):
+    assert cli(inputs, tmp_path / "run", "--track", "--smooth", "--reuse", "--policy", "replace") == 0
+    lines = [json.loads(line) for line in (tmp_path / "run" / "detections.jsonl").read_text().splitlines()]
+    assert all([o["track"] for o in line["objects"]] == [1, 2] for line in lines)  # one id per pedestrian, all along
+    assert all(o["track_box"] is not None for line in lines for o in line["objects"])
+    statuses = {o["status"] for line in lines for o in line["objects"]}
+    assert statuses == {"refined", "reused"}  # the standing one reuses, the one that jumps back is refined again
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tracks"]["tracks"] == 2 and summary["tracks"]["boxes_reused"] == summary["objects"]["reused"] > 0
+    assert cli(inputs, tmp_path / "ids", "--track", "--no-refine", "--max-frames", "3") == 0
+    objects = json.loads((tmp_path / "ids" / "detections.jsonl").read_text().splitlines()[-1])["objects"]
+    assert [o["track"] for o in objects] == [1, 2] and "track_box" not in objects[0]
+
+
 def test_a_refiner_calibrated_to_leave_boxes_alone_says_so(inputs, tmp_path, capsys):
     """`benchmarks calibrate` writes an infinite margin where refining did not pay; a run with that file warns, moves nothing."""
     refiner = tiny_refiner(tmp_path / "unhelpful.safetensors")
@@ -175,6 +189,7 @@ def test_show_without_a_display_warns_and_runs_on(inputs, tmp_path, monkeypatch,
             ],
             "predicts IoU",
         ),
+        (["--source", "{clip}", "--detector", "{detections}", "--smooth"], "add --track"),
     ],
 )
 def test_input_errors_are_one_line_and_exit_2(inputs, tmp_path, capsys, arguments, message):

@@ -81,6 +81,21 @@ def test_two_streams_write_every_frame_by_stream_and_share_one_refiner_call_per_
     assert summary["outputs"]["videos"] == ["annotated-0.mp4", "annotated-1.mp4"]
 
 
+def test_track_numbers_each_streams_objects_on_its_own_and_reuse_crops_fewer_boxes(inputs, tmp_path):
+    code = main([
+        "--source", str(inputs["a"]), "--source", str(inputs["b"]), "--detector", str(inputs["detections"]),
+        "--refiner", str(inputs["refiner"]), "--backend", "torch", "--device", "cpu", "--output", str(tmp_path / "run"),
+        "--batch-timeout-ms", WAIT_FOR_ALL, "--track", "--reuse", "--policy", "replace",
+    ])  # fmt: skip
+    assert code == 0
+    lines = records(tmp_path / "run")
+    for stream in (0, 1):  # the same objects in both streams: each stream numbers them from 1
+        assert all([o["track"] for o in line["objects"]] == [1, 2] for line in lines if line["stream"] == stream)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [tracks["tracks"] for tracks in summary["tracks"]] == [2, 2]
+    assert summary["objects"]["reused"] > 0 and summary["refiner_calls"]["mean_batch_size"] < 4.0
+
+
 def test_a_stream_that_ends_early_does_not_stop_the_other(inputs, tmp_path):
     code = main([
         "--source", str(inputs["short"]), "--source", str(inputs["a"]), "--detector", str(inputs["detections"]),

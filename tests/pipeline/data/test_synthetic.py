@@ -133,6 +133,18 @@ def test_clip_frames_move_smoothly_over_a_fixed_background() -> None:
     assert any(np.array_equal(corner_patch[0], patch) for patch in corner_patch[1:])
 
 
+def test_tracked_clip_has_standing_objects_stable_ids_and_is_generate_clip_without_them() -> None:
+    tracked = list(synthetic.generate_tracked_clip(15, 320, 180, seed=5, n_objects=6, standing=0.5, slow=0.2))
+    ids = [ids.tolist() for _, ids in tracked]
+    assert all(row == ids[0] for row in ids) and sorted(ids[0]) == list(range(6))
+    boxes = np.stack([scene.boxes for scene, _ in tracked])
+    still = (boxes == boxes[0]).all(axis=(0, 2))
+    assert still.sum() >= 3 and not still.all()  # the three standing ones (a slow one may not cross a pixel)
+    plain = list(synthetic.generate_clip(15, 320, 180, seed=5, n_objects=6))
+    again = [scene for scene, _ in synthetic.generate_tracked_clip(15, 320, 180, seed=5, n_objects=6)]
+    assert all(np.array_equal(a.image, b.image) and np.array_equal(a.boxes, b.boxes) for a, b in zip(plain, again, strict=True))
+
+
 def test_write_clip_gives_a_readable_mp4_and_frame_indexed_ground_truth(tmp_path) -> None:
     json_path = synthetic.write_clip(tmp_path / "clip.mp4", n_frames=15, width=160, height=96, seed=6, n_objects=3)
     capture = cv2.VideoCapture(str(tmp_path / "clip.mp4"))

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.core.types import Detections, Frame, FrameResult, RefinedDetections, RefineStatus
+from pipeline.core.types import NO_TRACK, Detections, Frame, FrameResult, RefinedDetections, RefineStatus, Tracks
 from pipeline.io.sinks import (
     DETECTOR_COLOUR,
     REFINED_COLOUR,
@@ -52,6 +52,25 @@ def test_frame_record_holds_both_boxes_status_and_predicted_iou():
     }
     assert car["refined_box"] is None and car["status"] == "unmapped" and car["predicted_iou"] is None
     json.dumps(record, allow_nan=False)
+
+
+def test_tracked_records_carry_the_track_id_and_the_smoothed_box():
+    plain = result(2)
+    assert "track" not in frame_record(plain)["objects"][0]
+    tracks = Tracks(np.array([7, NO_TRACK]), np.array([[12.5, 11, 38, 47], [50, 5, 90, 30]]), smoothed=True)
+    person, car = frame_record(FrameResult(plain.frame, plain.objects, stream=1, tracks=tracks), tag_stream=True)["objects"]
+    assert person["track"] == 7 and person["track_box"] == [12.5, 11.0, 38.0, 47.0] and car["track"] is None
+    ids_only = frame_record(FrameResult(plain.frame, plain.objects, tracks=replace(tracks, smoothed=False)))["objects"][0]
+    assert ids_only["track"] == 7 and "track_box" not in ids_only
+
+
+def test_a_tracked_label_starts_with_the_track_id():
+    plain = result(size=(360, 640))
+    detections = Detections([[300, 100, 400, 200]], [0.4], [1], NAMES)
+    untracked = FrameResult(plain.frame, RefinedDetections.untouched(detections, RefineStatus.UNMAPPED))
+    tracked = replace(untracked, tracks=Tracks(np.array([123456]), detections.boxes, smoothed=False))
+    tags = [draw_result(item.frame.image, item)[88:99, 302:420] for item in (untracked, tracked)]
+    assert (tags[1] == DETECTOR_COLOUR).all(axis=2).sum() > (tags[0] == DETECTOR_COLOUR).all(axis=2).sum()  # a longer tag
 
 
 def test_jsonl_has_one_flushed_line_per_frame_before_close(tmp_path):

@@ -42,7 +42,7 @@ def refiner() -> Refiner:
 def test_public_names_are_exported_and_unknown_ones_are_not():
     assert pipeline.Refiner is Refiner and "Refiner" in pipeline.__all__
     assert set(pipeline.__all__) == {
-        "Refiner", "RefinedDetections", "build_frame_refiner", "RefineStatus", "Detections", "RefinerSpec",
+        "Refiner", "RefinedDetections", "build_frame_refiner", "RefineStatus", "Detections", "RefinerSpec", "TrackOptions", "Tracker",
         "BBRefinementError", "BackendError", "ClassMappingError", "DefaultModelError", "ModelFileError", "SpecError", "UsageError",
     }
     with pytest.raises(AttributeError):
@@ -185,3 +185,16 @@ def test_classes_are_checked_before_the_model_is_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.refine.refiner, "open_backend", no_loading)
     with pytest.raises(ClassMappingError, match="no detector class"):
         build_frame_refiner(tiny_checkpoint(tmp_path / "tiny.safetensors"), ("dog", "cat"))
+
+
+def test_track_gives_ids_along_frames_and_reuses_a_box_that_held_still(refiner, frame):
+    from pipeline.track.reuse import ReuseSettings
+    from pipeline.track.stream import TrackOptions
+
+    with Refiner(backend="onnxruntime", device="cpu", track=TrackOptions(reuse=ReuseSettings())) as tracking:
+        boxes = np.array([PERSON_BOX, [10.0, 10.0, 60.0, 120.0]])
+        first = tracking.refine(frame, boxes, "person", [0.9, 0.8])
+        second = tracking.refine(frame, boxes + 1, "person", [0.9, 0.8])
+    assert first.track_ids.tolist() == second.track_ids.tolist() and len(set(first.track_ids.tolist())) == 2
+    assert RefineStatus.REUSED in second.status
+    assert refiner.refine(frame, boxes, "person").track_ids is None  # off by default
