@@ -130,3 +130,30 @@ def box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
     union = area_a + area_b - intersection
     return np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
+
+
+def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every a[i] with every b[j], shape (len(a), len(b))."""
+    a, b = as_boxes(a), as_boxes(b)
+    return box_iou_pairs(np.repeat(a, len(b), axis=0), np.tile(b, (len(a), 1))).reshape(len(a), len(b))
+
+
+def match_boxes(a: np.ndarray, b: np.ndarray, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy one-to-one matching, highest IoU first, of pairs above `min_iou`: indices into a, into b, and their IoUs.
+
+    Enough to compare two detectors' boxes on one frame (the same network at another precision or
+    runtime), where matches are unambiguous; not an evaluation protocol.
+    """
+    ious = box_iou_matrix(a, b)
+    rows, cols = np.nonzero(ious > min_iou)
+    used_a, used_b, pairs = set(), set(), []
+    for index in np.argsort(-ious[rows, cols], kind="stable"):
+        i, j = int(rows[index]), int(cols[index])
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        pairs.append((i, j))
+    first = np.array([i for i, _ in pairs], dtype=np.int64)
+    second = np.array([j for _, j in pairs], dtype=np.int64)
+    return first, second, ious[first, second]
