@@ -8,7 +8,8 @@ measures a video of your own instead. The bundled clip (assets/, one person a fr
 Every run is `python -m pipeline` itself (pipeline.app.cli.main, in this process), detect-only
 (--no-refine) and refined with the defaults; any other argument after `--` goes to every run
 (e.g. `-- --backend openvino`, `-- --max-refine 8`), so each row of a settings table is one
-command. Figures are read back from the run's own summary.json and detections.jsonl, whatever
+command; --variant NAME=ARGS adds a setting measured side by side, its runs interleaved with the
+others' (on a shared machine, settings are only comparable within one command). Figures are read back from the run's own summary.json and detections.jsonl, whatever
 counts it carries (per-object statuses: refined, and each reason a box was skipped). Detect-only
 and refined runs alternate within each repeat, so a load change on a shared machine hits both;
 FPS is the median over repeats, the ratio is refined / detect-only of those medians.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import tempfile
 from collections import Counter
@@ -30,6 +32,7 @@ import cv2
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.app import cli
 from pipeline.app.demo import DEMO_FRAMES
+from pipeline.app.report import STAGE_ORDER
 from pipeline.app.run import DETECTIONS_FILE, SUMMARY_FILE
 from pipeline.core.errors import UsageError
 from pipeline.model.defaults import DEMO_VIDEO
@@ -51,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", default="crowd,bundled", help="which clips, comma separated: crowd, bundled")
     parser.add_argument("--data", type=Path, default=MOT17_MINI, help="mot17-mini, the crowd clip's frames")
     parser.add_argument("--clip", type=Path, default=None, help="a crowd video of your own instead of building one")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=ARGS",
+        help="a setting to measure side by side: NAME and pipeline options added to its runs, e.g. "
+        "'openvino=--backend openvino'; repeat it (default: one variant, 'default', with no added options)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
     parser.add_argument(
         "pipeline_args", nargs=argparse.REMAINDER,
@@ -66,6 +74,7 @@ def main(args: argparse.Namespace) -> None:
     if args.frames < 1 or args.bundled_frames < 1 or args.repeats < 1:
         raise UsageError("--frames, --bundled-frames and --repeats must be at least 1")
     pipeline_args = pipeline_arguments(args.pipeline_args)
+    variants = {name: pipeline_args + arguments for name, arguments in parse_variants(args.variant).items()}
     env = environment(args.argv)
     with tempfile.TemporaryDirectory(prefix="bench-crowd-") as scratch:
         sources = {}
@@ -76,8 +85,9 @@ def main(args: argparse.Namespace) -> None:
         results = {
             "repeats": args.repeats,
             "pipeline_args": pipeline_args,
+            "variants": variants,
             "clips": {
-                name: clip_results(name, source, frames, args.repeats, pipeline_args, Path(scratch) / name)
+                name: clip_results(name, source, frames, args.repeats, variants, Path(scratch) / name)
                 for name, (source, frames) in sources.items()
             },
         }
@@ -91,6 +101,17 @@ def pipeline_arguments(remainder: Sequence[str]) -> list[str]:
     if taken:
         raise UsageError(f"{', '.join(sorted(taken))} are set by the benchmark; drop them from the pipeline arguments")
     return arguments
+
+
+def parse_variants(texts: Sequence[str]) -> dict[str, list[str]]:
+    """NAME=ARGS texts as {name: arguments}; none given: one variant, "default", with no added arguments."""
+    variants: dict[str, list[str]] = {}
+    for text in texts:
+        name, separator, arguments = text.partition("=")
+        if not separator or not name.strip() or name.strip() in variants:
+            raise UsageError(f"--variant {text!r} is not NAME=ARGS with a new NAME; e.g. --variant 'openvino=--backend openvino'")
+        variants[name.strip()] = pipeline_arguments(shlex.split(arguments))
+    return variants or {"default": []}
 
 
 def crowd_frame_paths(data: Path) -> list[Path]:
@@ -124,16 +145,17 @@ def build_crowd_clip(data: Path, out: Path, frames: int) -> Path:
 
 
 def clip_results(
-    name: str, source: Path, frames: int, repeats: int, pipeline_args: list[str], scratch: Path
-) -> dict[str, Any]:
-    """Alternating detect-only / refined runs of one clip, summarised."""
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    name: str, source: Path, frames: int, repeats: int, variants: dict[str, list[str]], scratch: Path
+) -> dict[str, dict[str, Any]]:
+    """Per variant, its detect-only and refined runs of one clip, summarised; every repeat runs every variant."""
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {variant: {mode: [] for mode in MODES} for variant in variants}
     for repeat in range(repeats):
-        for mode in MODES:
-            output = scratch / f"{mode}-{repeat}"
-            arguments = ["--source", str(source), "--output", str(output), "--max-frames", str(frames), *pipeline_args]
-            runs[mode].append(pipeline_run(arguments + (["--no-refine"] if mode == "detect_only" else []), output))
-    return summarise_clip(name, str(source), runs)
+        for variant, pipeline_args in variants.items():
+            for mode in MODES:
+                output = scratch / f"{variant}-{mode}-{repeat}"
+                arguments = ["--source", str(source), "--output", str(output), "--max-frames", str(frames), *pipeline_args]
+                runs[variant][mode].append(pipeline_run(arguments + (["--no-refine"] if mode == "detect_only" else []), output))
+    return {variant: summarise_clip(name, str(source), variant_runs) for variant, variant_runs in runs.items()}
 
 
 def pipeline_run(arguments: list[str], output: Path) -> dict[str, Any]:
@@ -190,7 +212,7 @@ def median_latency(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | No
         present = [value for value in values if value is not None]
         return round(statistics.median(present), 2) if present else None
 
-    stages = runs[0]["latency_ms"]
+    stages = sorted(runs[0]["latency_ms"], key=lambda stage: (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99, stage))
     return {
         stage: {key: median([run["latency_ms"].get(stage, {}).get(key) for run in runs]) for key in ("p50_ms", "p95_ms")}
         for stage in stages
@@ -207,32 +229,33 @@ def box_counts(objects: dict[str, int]) -> dict[str, Any]:
 
 
 def crowd_markdown(results: dict[str, Any]) -> str:
-    clips = results["clips"]
+    rows = [(clip_name, variant, clip) for clip_name, variants in results["clips"].items() for variant, clip in variants.items()]
     fps_rows = [
-        [name, clip["frame_size"], clip["frames"], clip["boxes_per_frame"] and clip["boxes_per_frame"]["mean"],
+        [clip_name, variant, clip["frame_size"], clip["frames"], clip["boxes_per_frame"] and clip["boxes_per_frame"]["mean"],
          clip["fps"]["detect_only"], clip["fps"]["refined"], clip["fps_ratio"],
          f">= {clip['target_ratio']}: {'met' if clip['meets_target'] else 'not met'}"]
-        for name, clip in clips.items()
+        for clip_name, variant, clip in rows
+    ]
+    repeat_rows = [[clip_name, variant, ", ".join(map(str, clip["fps_ratio_per_repeat"]))] for clip_name, variant, clip in rows]
+    box_rows = [
+        [clip_name, variant, clip["boxes"]["total"], clip["boxes"]["refined"], clip["boxes"]["skipped"],
+         ", ".join(f"{count} {reason}" for reason, count in clip["boxes"]["skipped_by_reason"].items()) or "-"]
+        for clip_name, variant, clip in rows
     ]
     stage_rows = [
-        [name, mode, stage, values["p50_ms"], values["p95_ms"]]
-        for name, clip in clips.items() for mode in MODES for stage, values in clip["latency_ms"][mode].items()
+        [clip_name, variant, mode, stage, values["p50_ms"], values["p95_ms"]]
+        for clip_name, variant, clip in rows for mode in MODES for stage, values in clip["latency_ms"][mode].items()
     ]
-    box_rows = [
-        [name, clip["boxes"]["total"], clip["boxes"]["refined"], clip["boxes"]["skipped"],
-         ", ".join(f"{count} {reason}" for reason, count in clip["boxes"]["skipped_by_reason"].items()) or "-"]
-        for name, clip in clips.items()
-    ]
-    repeat_rows = [[name, ", ".join(map(str, clip["fps_ratio_per_repeat"]))] for name, clip in clips.items()]
-    extra = " ".join(results["pipeline_args"]) or "none (the defaults)"
+    variant_lines = "".join(f"- {name}: `{' '.join(arguments) or '(the defaults)'}`\n" for name, arguments in results["variants"].items())
     return (
-        f"{results['repeats']} repeats, detect-only and refined runs alternating; pipeline options: `{extra}`.\n\n"
-        + markdown_table(["clip", "size", "frames", "boxes/frame", "FPS detect-only", "FPS refined", "ratio", "target"], fps_rows)
+        f"{results['repeats']} repeats, detect-only and refined runs alternating, variants interleaved; "
+        f"pipeline options per variant:\n\n{variant_lines}\n"
+        + markdown_table(["clip", "variant", "size", "frames", "boxes/frame", "FPS detect-only", "FPS refined", "ratio", "target"], fps_rows)
         + "\n\nRatio per repeat (refined / detect-only of the same repeat):\n\n"
-        + markdown_table(["clip", "ratios"], repeat_rows)
+        + markdown_table(["clip", "variant", "ratios"], repeat_rows)
         + "\n\nBoxes in one refined run (refined: sent to the refiner; skipped, by reason):\n\n"
-        + markdown_table(["clip", "boxes", "refined", "skipped", "why skipped"], box_rows)
+        + markdown_table(["clip", "variant", "boxes", "refined", "skipped", "why skipped"], box_rows)
         + "\n\nStage latency, median over repeats of each run's p50 and p95 (ms):\n\n"
-        + markdown_table(["clip", "run", "stage", "p50 ms", "p95 ms"], stage_rows)
+        + markdown_table(["clip", "variant", "run", "stage", "p50 ms", "p95 ms"], stage_rows)
         + "\n"
     )

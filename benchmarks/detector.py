@@ -24,13 +24,17 @@ import numpy as np
 
 from benchmarks.crowd import MOT17_MINI, crowd_frame_paths
 from benchmarks.report import environment, markdown_table, write_report
+from pipeline.app.demo import DEMO_FRAMES
 from pipeline.core.geometry import match_boxes
 from pipeline.core.types import Detections, Frame
 from pipeline.io.detectors import UltralyticsDetector
 from pipeline.io.sources import open_source
 from pipeline.model.defaults import DEMO_VIDEO, DETECTOR_ONNX, DETECTOR_OPENVINO, DETECTOR_PT, MODELS_DIR
 
-DEFAULT_DETECTORS = ",".join(str(MODELS_DIR / name) for name in (DETECTOR_PT, DETECTOR_OPENVINO, DETECTOR_ONNX))
+# The OpenVINO export once tools/export_detector_openvino.py has written it.
+DEFAULT_DETECTORS = ",".join(
+    str(MODELS_DIR / name) for name in (DETECTOR_PT, DETECTOR_OPENVINO, DETECTOR_ONNX) if (MODELS_DIR / name).exists()
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +64,9 @@ def crowd_frames(data: Path, count: int) -> list[Frame]:
 
 
 def bundled_frames(count: int) -> list[Frame]:
-    return list(islice(open_source(str(DEMO_VIDEO)), count))
+    """`count` frames spread evenly over the demo's frames (people enter after the first seconds)."""
+    stride = max(1, DEMO_FRAMES // count)
+    return list(islice(open_source(str(DEMO_VIDEO)), 0, stride * count, stride))
 
 
 def measure(detectors: dict[str, UltralyticsDetector], frames: list[Frame], warmup: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from benchmarks.__main__ import main
-from benchmarks.crowd import CROWD_SEQUENCES, build_crowd_clip, crowd_frame_paths, pipeline_arguments
+from benchmarks.crowd import CROWD_SEQUENCES, build_crowd_clip, crowd_frame_paths, parse_variants, pipeline_arguments
 from pipeline.core.errors import UsageError
 from pipeline.core.spec import RefinerSpec
 from pipeline.data.synthetic import write_clip
@@ -45,6 +45,10 @@ def test_pipeline_arguments_drop_the_separator_and_refuse_what_the_benchmark_set
     assert pipeline_arguments(["--", "--backend", "openvino"]) == ["--backend", "openvino"]
     with pytest.raises(UsageError, match="--max-frames"):
         pipeline_arguments(["--", "--max-frames=3"])
+    assert parse_variants([]) == {"default": []}
+    assert parse_variants(["ov=--backend openvino --max-refine 8"]) == {"ov": ["--backend", "openvino", "--max-refine", "8"]}
+    with pytest.raises(UsageError, match="NAME=ARGS"):
+        parse_variants(["a=", "a=--min-size 4"])
 
 
 def test_crowd_report_counts_fps_stages_and_boxes_of_real_runs(tmp_path):
@@ -60,11 +64,12 @@ def test_crowd_report_counts_fps_stages_and_boxes_of_real_runs(tmp_path):
     spec = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=("1",))
     refiner = export_onnx(random_refiner(spec), tmp_path / "tiny.onnx", max_batch=4)
     out = tmp_path / "crowd.json"
-    main(["crowd", "--clips", "crowd", "--clip", str(clip), "--frames", str(FRAMES), "--repeats", "2", "--out", str(out), "--",
+    main(["crowd", "--clips", "crowd", "--clip", str(clip), "--frames", str(FRAMES), "--repeats", "2", "--out", str(out),
+          "--variant", "default=", "--variant", "small=--min-size 50", "--",
           "--detector", str(tmp_path / "detections.json"), "--refiner", str(refiner), "--backend", "onnxruntime"])
     report = json.loads(out.read_text())
-    crowd = report["clips"]["crowd"]
-    assert report["pipeline_args"][:1] == ["--detector"] and list(report["clips"]) == ["crowd"]
+    crowd, small = report["clips"]["crowd"]["default"], report["clips"]["crowd"]["small"]
+    assert report["variants"]["small"][-2:] == ["--min-size", "50"] and list(report["clips"]) == ["crowd"]
     assert crowd["frames"] == FRAMES and crowd["frame_size"] == "160x120"
     assert len(crowd["fps_per_repeat"]["refined"]) == 2 and crowd["fps"]["detect_only"] > 0
     assert crowd["fps_ratio"] == round(crowd["fps"]["refined"] / crowd["fps"]["detect_only"], 3)
@@ -74,4 +79,5 @@ def test_crowd_report_counts_fps_stages_and_boxes_of_real_runs(tmp_path):
     assert crowd["boxes"]["skipped_by_reason"] == {"unmapped": FRAMES}
     assert {"read", "detect", "crop", "refine", "write"} <= set(crowd["latency_ms"]["refined"])
     assert "crop" not in crowd["latency_ms"]["detect_only"]
+    assert small["boxes"]["skipped_by_reason"] == {"unmapped": FRAMES, "small": FRAMES}  # 40 px wide boxes
     assert "| crowd |" in out.with_suffix(".md").read_text()
