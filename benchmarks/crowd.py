@@ -32,8 +32,7 @@ import cv2
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.app import cli
 from pipeline.app.demo import DEMO_FRAMES
-from pipeline.app.report import STAGE_ORDER
-from pipeline.app.run import DETECTIONS_FILE, SUMMARY_FILE
+from pipeline.app.summary import DETECTIONS_FILE, STAGE_ORDER, SUMMARY_FILE
 from pipeline.core.errors import UsageError
 from pipeline.model.defaults import DEMO_VIDEO
 
