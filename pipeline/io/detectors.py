@@ -102,8 +102,8 @@ def share_cpu_with_the_refiner(model: object, model_path: Path) -> None:
         return  # not OpenVINO, or an Ultralytics that builds it otherwise: left as Ultralytics made it
     config = {**compile_model.keywords.get("config", {}), **OPENVINO_CPU_SHARE}
     backend.compile_model = partial(compile_model, config=config)
-    core = compile_model.func.__self__
-    backend.ov_compiled_model = backend.compile_model(core.read_model(str(next(Path(model_path).glob("*.xml")))))
+    xml = model_path if model_path.suffix == ".xml" else next(model_path.glob("*.xml"))  # Ultralytics takes either
+    backend.ov_compiled_model = backend.compile_model(compile_model.func.__self__.read_model(str(xml)))
 
 
 def export_openvino(model_path: Path, imgsz: int = 640) -> Path:
