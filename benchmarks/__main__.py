@@ -1,4 +1,4 @@
-"""`python -m benchmarks latency|fps|streams|accuracy|tracking ...`: one subcommand per module."""
+"""`python -m benchmarks latency|fps|crowd|streams|accuracy|tracking ...`: one subcommand per module."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "train-speed": "training step cost per sample: input size, frozen stages, channels_last, batch",
     "calibrate": "fit blend temperature and IoU-aware scores on real detector boxes; reliability table",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
+    "detector": "detector latency per frame, model files side by side (torch, OpenVINO, ONNX), crowd and bundled frames",
+    "crowd": "detect-only vs refined FPS of the pipeline on a crowded real clip and the bundled clip",
     "streams": "total and per-stream FPS, refiner batch size and calls/s for 1, 2, 4, 8 streams",
     "tracking": "MOTA/IDF1 with and without refinement, jitter of standing boxes, refinement reused along tracks",
     "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",

@@ -42,3 +42,16 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "coco-tiny" / "annotations" / "instances.json").is_file():
         pytest.skip("../shared/data/coco-tiny is not beside this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def openvino_detector(tmp_path_factory) -> Path:
+    """The committed .pt exported to OpenVINO in a temporary folder (20-60 s; the export is not committed)."""
+    pytest.importorskip("openvino")
+    import shutil
+
+    from pipeline.io.detectors import export_openvino
+    from pipeline.model.defaults import DETECTOR_PT, MODELS_DIR
+
+    folder = tmp_path_factory.mktemp("openvino")
+    return export_openvino(Path(shutil.copy(MODELS_DIR / DETECTOR_PT, folder)))

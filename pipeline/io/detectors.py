@@ -8,8 +8,10 @@ and let the refiner be measured on another detector's output.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +21,9 @@ from pipeline.core.errors import DetectorError
 from pipeline.core.types import Detections, Frame
 
 DETECTION_FILE_SUFFIXES = (".json", ".txt")
+# OpenVINO CPU properties for a detector inside the pipeline: half the cores (the refiner's ONNX Runtime takes the
+# same share), threads not pinned to cores that the crop and refine threads also run on.
+OPENVINO_CPU_SHARE = {"INFERENCE_NUM_THREADS": max(1, (os.cpu_count() or 2) // 2), "ENABLE_CPU_PINNING": False}
 
 
 class Detector(Protocol):
@@ -55,6 +60,7 @@ class UltralyticsDetector:
         frame's latency; a run calls it after the class check, so a wrong detector fails fast."""
         with self._as_detector_error():
             self._model.predict(np.zeros((self._imgsz, self._imgsz, 3), np.uint8), **self._options)
+            share_cpu_with_the_refiner(self._model, Path(self.description))
 
     @contextmanager
     def _as_detector_error(self) -> Iterator[None]:
@@ -74,6 +80,37 @@ class UltralyticsDetector:
         each on a 2-core CPU (8 frames), far more on a GPU."""
         results = self._model.predict([frame.image for frame in frames], **self._options)
         return [Detections.from_ultralytics(result.boxes, self.class_names) for result in results]
+
+
+def share_cpu_with_the_refiner(model: object, model_path: Path) -> None:
+    """Recompile an OpenVINO export on half the cores, unpinned: Ultralytics compiles it on all of them, pinned.
+
+    In the pipeline the detector shares the CPU with the crop threads and the refiner (which ONNX
+    Runtime runs on half the cores); on 2 cores, one unpinned OpenVINO thread detected a crowd clip
+    at 1.7x the frame rate of the default compile, which fought the other stages for pinned cores
+    (README, "Crowds"). Reaches into Ultralytics' OpenVINO backend (its compile function, a partial of
+    openvino.Core.compile_model, and the compiled model); tests/pipeline/io/test_detectors.py checks it.
+    """
+    backend = getattr(getattr(getattr(model, "predictor", None), "model", None), "backend", None)
+    compile_model = getattr(backend, "compile_model", None)
+    if not hasattr(backend, "ov_compiled_model") or not isinstance(compile_model, partial):
+        return  # not OpenVINO, or an Ultralytics that builds it otherwise: left as Ultralytics made it
+    config = {**compile_model.keywords.get("config", {}), **OPENVINO_CPU_SHARE}
+    backend.compile_model = partial(compile_model, config=config)
+    xml = model_path if model_path.suffix == ".xml" else next(model_path.glob("*.xml"))  # Ultralytics takes either
+    backend.ov_compiled_model = backend.compile_model(compile_model.func.__self__.read_model(str(xml)))
+
+
+def export_openvino(model_path: Path, imgsz: int = 640) -> Path:
+    """Export an Ultralytics .pt to OpenVINO IR beside it, offline; returns the `<stem>_openvino_model` folder.
+
+    FP32 weights, dynamic input shape: Ultralytics then letterboxes a 16:9 frame to 640x384 as for the
+    .pt (a static 640x640 export does 1.7x the work), and the boxes stay the .pt's (models/README.md).
+    """
+    from pipeline.io.ultralytics_offline import import_ultralytics
+
+    model = import_ultralytics().YOLO(str(model_path), task="detect")
+    return Path(model.export(format="openvino", imgsz=imgsz, dynamic=True))
 
 
 def open_detector(

@@ -16,6 +16,7 @@ MODELS_DIR = REPO_ROOT / "models"
 ASSETS_DIR = REPO_ROOT / "assets"
 REFINER_PATTERN = "refiner-person-*.safetensors"
 DETECTOR_PT = "yolov8n-coco.pt"  # torch: on the GPU with CUDA, and also the faster one on our 2-core CPU
+DETECTOR_OPENVINO = "yolov8n-coco_openvino_model"  # opt-in OpenVINO IR of the .pt: tools/export_detector_openvino.py writes it
 DETECTOR_ONNX = "yolov8n-coco-int8.onnx"  # the same network, int8 ONNX: the fallback (CPU only)
 DEMO_VIDEO = ASSETS_DIR / "one-by-one-person-detection.mp4"
 
@@ -35,7 +36,9 @@ def default_detector(models_dir: Path = MODELS_DIR) -> Path:
     """The committed COCO YOLOv8n: the .pt, which torch runs on the GPU under CUDA; the int8 ONNX if it is missing.
 
     On CPU the .pt is preferred too: on the 2-core test machine it detected in 171 ms p50 per
-    768x432 frame vs 371 ms for the int8 ONNX (dynamic quantization, fixed 640x640 input).
+    768x432 frame vs 371 ms for the int8 ONNX (dynamic quantization, fixed 640x640 input). The
+    OpenVINO export detects faster alone but slowed the refiner sharing the cores: refined crowd
+    FPS 2.1 vs 3.2 with the .pt (benchmarks/results/cpu-2core/crowd-detector-pt-vs-openvino.md).
     """
     names = (DETECTOR_PT, DETECTOR_ONNX)
     for name in names:

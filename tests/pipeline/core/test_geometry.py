@@ -3,10 +3,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.geometry import (
+    box_iou_matrix,
     box_iou_pairs,
     crop_windows,
     decode,
     encode,
+    match_boxes,
     mixture_vectors,
     usable_boxes,
 )
@@ -93,3 +95,12 @@ def test_xywh_to_xyxy_is_a_new_float_array_and_keeps_empty_input_empty():
     source = [[10, 20, 5, 8]]
     np.testing.assert_array_equal(xywh_to_xyxy(source), [[10.0, 20.0, 15.0, 28.0]])
     assert source == [[10, 20, 5, 8]] and xywh_to_xyxy([]).shape == (0, 4)
+
+
+def test_match_boxes_pairs_each_box_once_best_first():
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [50, 50, 60, 60]], dtype=float)
+    b = np.array([[0, 0, 10, 10], [100, 100, 110, 110]], dtype=float)
+    first, second, ious = match_boxes(a, b)
+    assert first.tolist() == [0] and second.tolist() == [0] and ious.tolist() == [1.0]
+    assert box_iou_matrix(a, b).shape == (3, 2)
+    assert [len(part) for part in match_boxes(a, np.zeros((0, 4)))] == [0, 0, 0]

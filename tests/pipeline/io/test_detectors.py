@@ -11,7 +11,7 @@ import pytest
 from pipeline.core.errors import DetectorError
 from pipeline.core.types import Detections, Frame
 from pipeline.io.detection_files import MOT_CLASS_NAMES, load_coco_results, load_mot_detections
-from pipeline.io.detectors import UltralyticsDetector, open_detector
+from pipeline.io.detectors import OPENVINO_CPU_SHARE, UltralyticsDetector, open_detector
 from pipeline.io.sources import open_source
 
 
@@ -142,3 +142,29 @@ def test_unreadable_model_is_a_detector_error(tmp_path):
     path.write_bytes(b"not a model")
     with pytest.raises(DetectorError, match="cannot run"):
         UltralyticsDetector(path)
+
+
+@pytest.mark.slow
+def test_openvino_export_finds_the_boxes_of_the_pt_it_came_from(mot17_mini, openvino_detector):
+    """The committed .pt exported to OpenVINO, against the .pt on real crowd frames: same classes, same boxes."""
+    from pipeline.core.geometry import match_boxes
+    from pipeline.model.defaults import DETECTOR_PT, MODELS_DIR
+
+    reference = UltralyticsDetector(MODELS_DIR / DETECTOR_PT, device="cpu", warm_up=False)
+    exported = UltralyticsDetector(openvino_detector, device="cpu")  # warm-up: recompiled to share the CPU
+    assert exported.class_names == reference.class_names and len(exported.class_names) == 80
+    compiled = exported._model.predictor.model.backend.ov_compiled_model
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == OPENVINO_CPU_SHARE["INFERENCE_NUM_THREADS"]
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    frames = [
+        Frame(0, image_frame.image, None, image_frame.name)
+        for sequence in ("MOT17-02-FRCNN", "MOT17-11-FRCNN")
+        for image_frame in list(open_source(str(mot17_mini / "sequences" / sequence / "img1")))[:2]
+    ]
+    for image_frame in frames:
+        ours, theirs = reference.detect(image_frame), exported.detect(image_frame)
+        assert len(ours) >= 5  # a crowd
+        first, second, ious = match_boxes(ours.boxes, theirs.boxes)
+        assert (ours.class_ids[first] == theirs.class_ids[second]).all()
+        assert len(ious) >= 0.9 * max(len(ours), len(theirs))  # boxes near the threshold may come and go
+        assert ious.min() > 0.95
