@@ -203,7 +203,10 @@ class FrameRefiner:
         count = len(job.detections)
         outputs = self._infer(job.crops, job.vectors) if outputs is None else outputs
         inputs = job.detections.boxes[job.selected]
-        weights = refined_weight(outputs, self.policy, self.calibration, longer_sides(inputs))
+        # A non-finite output (damaged weights, an FP16 overflow) is not a gate decision: it gets its own status.
+        valid = np.isfinite(outputs).all(axis=1)
+        outputs = np.where(valid[:, None], outputs, 0.0)
+        weights = np.where(valid, refined_weight(outputs, self.policy, self.calibration, longer_sides(inputs)), 0.0)
         accepted = weights > 0
         width, height = job.frame_size
         # A refined box is an object in this frame; the window may reach past the frame edge.
@@ -214,13 +217,14 @@ class FrameRefiner:
         predicted_iou = np.full((count, 2), np.nan)
         scores = job.detections.scores
         if self.spec.predicts_iou:
-            predicted_iou[job.selected] = outputs[:, 4:6]
+            predicted_iou[job.selected] = np.where(valid[:, None], outputs[:, 4:6], np.nan)
             if self.calibration.score_power > 0:
                 scores = scores.copy()
-                scores[job.selected] = rescored(scores[job.selected], outputs, weights, self.calibration.score_power)
+                fitted = rescored(scores[job.selected], outputs, weights, self.calibration.score_power)
+                scores[job.selected] = np.where(valid, fitted, scores[job.selected])
         status = list(job.status)
-        for index, ok in zip(job.selected, accepted, strict=True):
-            status[index] = RefineStatus.REFINED if ok else RefineStatus.GATED
+        for index, ok, finite in zip(job.selected, accepted, valid, strict=True):
+            status[index] = RefineStatus.INVALID if not finite else RefineStatus.REFINED if ok else RefineStatus.GATED
         return RefinedDetections(job.detections, refined_boxes, tuple(status), predicted_iou, scores)
 
     def _infer(self, crops: object, vectors: np.ndarray) -> np.ndarray:
