@@ -281,6 +281,7 @@ def build_frame_refiner(
     gpu_crops: bool | None = None,
     triton_url: str | None = None,
     triton_model: str | None = None,
+    triton_timeout_s: float | None = None,
 ) -> FrameRefiner:
     """A FrameRefiner for a detector's classes: the one place one is put together.
 
@@ -298,7 +299,8 @@ def build_frame_refiner(
     names = (*spec.class_names, OTHER_CLASS) if detector_class_names is None else tuple(detector_class_names)
     mapping = ClassMapping.by_name(names, spec.class_names)
     runtime = model if isinstance(model, RefinerBackend) else open_backend(
-        backend, model, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model
+        backend, model, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model,
+        triton_timeout_s=triton_timeout_s,
     )
     # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
     use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and takes_device_tensors(runtime)

@@ -9,6 +9,7 @@ own virtualenv, created once under ~/.cache/bbrefinement/ and reused (about a mi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -147,18 +148,24 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """(gRPC URL, ONNX file the served model was made from)."""
+def server(tmp_path_factory) -> Iterator[tuple[Server, Path]]:
+    """(the running server, ONNX file the served model was made from)."""
     python = pytriton_python()
     out = tmp_path_factory.mktemp("triton")
     repository = build_repository(out)
     server = Server(python, repository / REFINER.stem, out / "server.log")
     try:
         print(f"server ready in {server.wait_ready(REFINER.stem):.1f} s", file=sys.stderr)
-        yield server.url, out / f"{REFINER.stem}.onnx"
+        yield server, out / f"{REFINER.stem}.onnx"
     finally:
         server.stop()
     assert server.process.returncode is not None
+
+
+@pytest.fixture(scope="module")
+def served(server) -> tuple[str, Path]:
+    """(gRPC URL, ONNX file the served model was made from)."""
+    return server[0].url, server[1]
 
 
 def random_batch(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,3 +228,30 @@ def test_pipeline_cli_runs_on_the_server_and_reports_its_time(served, tmp_path):
     server = summary["refiner"]["server"]
     assert server["model"] == REFINER.stem and server["requests"] >= 1 and server["compute_ms_mean"] > 0
     assert f"triton {REFINER.stem} at {url}: " in result.stderr  # the run's printed summary
+
+
+@contextlib.contextmanager
+def hung(server: Server) -> Iterator[None]:
+    """The server's process group stopped (SIGSTOP): connections open, nothing answers; continued afterwards."""
+    os.killpg(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(server.process.pid, signal.SIGCONT)
+
+
+def test_a_hung_server_is_an_error_at_the_deadline_that_says_hung(server):
+    process, onnx_path = server
+    url = process.url
+    remote = open_backend("triton", onnx_path, triton_url=url, triton_timeout_s=1.0)
+    try:
+        crops, vectors = random_batch(2, seed=0)
+        remote.refine(crops, vectors)  # answered while running
+        with hung(process), pytest.raises(BackendError) as caught:
+            remote.refine(crops, vectors)
+        message = str(caught.value)
+        assert "did not answer within the deadline" in message and "--triton-timeout-s" in message, message
+        assert "--triton-queue-timeout-ms" not in message and "\n" not in message
+        remote.refine(crops, vectors)  # answered again once the server continues
+    finally:
+        remote.close()
