@@ -18,8 +18,9 @@ import re
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from pipeline.app.contact_sheet import read_frames
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "assets" / "one-by-one-person-detection.mp4"
@@ -31,19 +32,10 @@ DISPLACEMENT = (12.0, 25.0, -8.0, 15.0)  # added to each person box: a poor box 
 
 
 def clip_frames(indices: tuple[int, ...] = FRAMES) -> dict[int, np.ndarray]:
-    """The clip's frames at `indices`, decoded in order (seeking an mp4 is not frame-exact everywhere)."""
-    capture = cv2.VideoCapture(str(CLIP))
-    frames, index = {}, 0
-    try:
-        while len(frames) < len(indices):
-            ok, image = capture.read()
-            if not ok:
-                raise RuntimeError(f"{CLIP} ended at frame {index}, before {max(indices)}")
-            if index in indices:
-                frames[index] = image
-            index += 1
-    finally:
-        capture.release()
+    """The clip's frames at `indices`."""
+    frames = read_frames(CLIP, list(indices))
+    if len(frames) != len(indices):
+        raise RuntimeError(f"{CLIP} has fewer than {max(indices) + 1} frames")
     return frames
 
 
