@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "calibrate": "fit blend temperature and IoU-aware scores on real detector boxes; reliability table",
     "summary": "one table from many accuracy reports (the ablation of refiner options)",
     "streams": "total and per-stream FPS, refiner batch size and calls/s for 1, 2, 4, 8 streams",
+    "soak": "N streams x M frames: RSS and threads sampled, every frame accounted for",
     "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",
 }
 
