@@ -1,6 +1,6 @@
 """Soak: N streams for M frames each through the real app, with memory, threads and frame accounting watched.
 
-What it exercises: the app's many-stream run (sources -> mux -> detect -> crop -> one refiner call per
+What it exercises: the app's run of many streams (sources -> mux -> detect -> crop -> one refiner call per
 cycle -> detections.jsonl + one annotated video per stream -> summary.json) with the committed person
 refiner on its real backend (auto: ONNX Runtime on a CPU). What it makes cheap, so that 2 x 10,000
 frames finish in minutes on 2 cores: every stream loops `--clip-frames` frames of the bundled clip,
@@ -8,8 +8,9 @@ decoded once and downscaled by `--scale`, and the detector replays the boxes the
 found on those frames (computed once at start, the same boxes every loop). The refiner, cropper,
 queues, sinks and summary do all of their real work on every frame.
 
-Checked: the process's RSS and thread count, sampled every `--sample-s` seconds, stay flat after the
-warm-up (growth from the end of the first fifth of the frames to the end below `--max-growth-mb`);
+Checked: the process's RSS and thread count, sampled every `--sample-s` seconds, stay flat in the steady
+state, from the end of the warm-up (the first fifth of the frames) until the sources are read to their end
+(RSS growth below `--max-growth-mb`, the same thread count throughout);
 every frame read is accounted for (read = processed + dropped + lost + unfinished) and none is lost;
 the run completes. Exit 1 when a check fails, after the report.
 """
@@ -30,8 +31,7 @@ import psutil
 
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.app.contact_sheet import read_frames
-from pipeline.app.run import RunConfig
-from pipeline.app.run_streams import run_streams
+from pipeline.app.run import RunConfig, run
 from pipeline.core.types import Detections, Frame
 from pipeline.io.detectors import UltralyticsDetector
 from pipeline.io.sources import FrameSource
@@ -142,7 +142,7 @@ def main(args: argparse.Namespace) -> None:
                            refiner=refiner, backend=args.backend, device="cpu", output=Path(scratch) / "run",
                            progress=False)  # fmt: skip
         with Sampler(sources, args.sample_s) as sampler:
-            summary = run_streams(config, detector=detector, sources=sources).summary
+            summary = run(config, sources=sources, detector=detector).streams_summary
     results = soak_results(args, summary, sampler.samples, str(refiner), detector.description)
     write_report(args.out, f"Soak: {args.streams} streams x {args.frames} frames", env, results, soak_markdown(results))
     if not results["passed"]:
@@ -150,18 +150,19 @@ def main(args: argparse.Namespace) -> None:
 
 
 def accounting(frames: dict[str, int]) -> dict[str, Any]:
-    """read = processed + dropped + lost + unfinished, from a summary's frames."""
-    parts = {key: frames.get(key, 0) for key in ("processed", "dropped", "lost", "unfinished")}
-    return {"read": frames["read"], **parts, "holds": frames["read"] == sum(parts.values())}
+    """read = processed + dropped + unfinished from a summary's frames (lost: never read, reported beside)."""
+    parts = {key: frames[key] for key in ("processed", "dropped", "unfinished")}
+    return {"read": frames["read"], **parts, "lost": frames["lost"], "holds": frames["read"] == sum(parts.values())}
 
 
 def soak_results(args: argparse.Namespace, summary: dict[str, Any], samples: list[dict[str, float]],
                  refiner: str, detector: str) -> dict[str, Any]:
     """Memory after warm-up (first fifth of the frames) against the end, threads, the accounting identity, checks."""
     total = args.streams * args.frames
-    warm = [s for s in samples if s["frames_read"] >= total / 5] or samples
+    # Steady state: after the warm-up (a fifth of the frames) and before the readers finish (their threads end).
+    warm = [s for s in samples if total / 5 <= s["frames_read"] < total] or samples
     after_warm_up = warm[0]["rss_mib"]
-    end = samples[-1]["rss_mib"]
+    end = warm[-1]["rss_mib"]
     growth = round(end - after_warm_up, 1)
     threads = [s["threads"] for s in warm]
     identity = accounting(summary["frames"])
@@ -188,7 +189,7 @@ def soak_markdown(results: dict[str, Any]) -> str:
     samples = results["samples"]
     picks = sorted({round(i * (len(samples) - 1) / 10) for i in range(11)})
     return (
-        f"{results['streams']} streams x {results['frames_per_stream']} frames through the app's many-stream run: "
+        f"{results['streams']} streams x {results['frames_per_stream']} frames through the app's run: "
         f"each stream loops {results['clip_frames']} frames of `{CLIP}` from frame {FIRST_FRAME} at "
         f"{results['scale']:g}x size, the committed YOLOv8n's boxes on them replayed, refiner `{results['refiner']}` on "
         f"{results['backend']}. Status {results['status']}, {results['elapsed_s']:.0f} s, {results['fps']} FPS.\n\n"
