@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.app.outputs import check_writable, choose_output_dir, file_sinks, progress_sink, window_sink
+from pipeline.app.outputs import check_writable, choose_output_dir, file_reports, file_sinks, progress_sink, window_sink
 from pipeline.app.stages import Stage, StageFailure, StagePipeline
 from pipeline.app.streams import DEFAULT_BATCH_TIMEOUT_MS, StreamFrame, StreamMux
 from pipeline.app.summary import SUMMARY_FILE, RunTally, setup_summary, summarize
@@ -72,6 +72,7 @@ class RunConfig:
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS  # many streams: a cycle closes this long after its first frame
     triton_url: str | None = None  # --backend triton: the server's gRPC HOST:PORT
     triton_model: str | None = None  # --backend triton: the served model (None: the refiner file's stem)
+    triton_timeout_s: float | None = None  # --backend triton: one batch's deadline (None: the client's default)
 
     def __post_init__(self) -> None:
         if self.device is not None and self.device not in DEVICES:
@@ -112,6 +113,7 @@ def run(config: RunConfig, sources: Sequence[FrameSource] | None = None, detecto
     mux = StreamMux(sources, config.batch_timeout_ms / 1000.0, config.queue_size, config.max_frames)
     setup = setup_summary(detector, refiner, config.refiner, device)
     sinks = file_sinks(output_dir, sources)
+    written_files = file_reports(sinks)  # read at the end: frames each file holds, and the error that stopped it
     tally = RunTally()
 
     def write(cycle: list[tuple[StreamFrame, FrameResult]]) -> None:
@@ -132,10 +134,13 @@ def run(config: RunConfig, sources: Sequence[FrameSource] | None = None, detecto
         setup, pipeline, mux, tally, refiner, signals, started, time.perf_counter() - started, config.batch_timeout_ms
     )
     try:
-        # A stage still stuck in a call may be using these; the process exit releases them instead.
-        if not summary["unfinished_stages"]:
-            _close_all([*sinks, *((refiner.cropper, refiner.backend) if refiner else ())])
+        # A stage still stuck in a call may be using these; the process exit releases them instead. Only the
+        # write stage uses the sinks: they are closed (the videos finished, playable) unless it is the stuck one.
+        unfinished = summary["unfinished_stages"]
+        _close_all([*(sinks if "write" not in unfinished else ()),
+                    *((refiner.cropper, refiner.backend) if refiner and not unfinished else ())])  # fmt: skip
     finally:
+        summary["files"] = streams_summary["files"] = written_files()
         write_summary(output_dir / SUMMARY_FILE, summary)
     return RunReport(summary["exit_code"], summary, output_dir, _failure(pipeline, mux, summary), streams_summary)
 
@@ -168,7 +173,7 @@ def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRe
         config.refiner, detector.class_names, backend=config.backend, device=device,
         max_batch=config.max_batch, min_size=config.min_size, policy=config.policy, flip_tta=config.flip_tta,
         iterations=config.iterations, workers=config.workers, queue_size=config.queue_size, gpu_crops=config.gpu_crops,
-        triton_url=config.triton_url, triton_model=config.triton_model,
+        triton_url=config.triton_url, triton_model=config.triton_model, triton_timeout_s=config.triton_timeout_s,
     )
 
 

@@ -17,13 +17,14 @@ import signal
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.core.errors import BackendError
 from pipeline.core.geometry import box_iou_pairs
-from pipeline.core.types import FrameResult, RefinedDetections
+from pipeline.core.types import FrameResult, RefinedDetections, RefineStatus
 from pipeline.refine.policy import leaves_every_box_alone
 
 if TYPE_CHECKING:  # the summary reads these; importing them at run time would load torch for --help
@@ -130,7 +131,17 @@ def refiner_summary(refiner: FrameRefiner | None, path: object, device: str) -> 
         "iterations": refiner.iterations,
         "class_mapping": refiner.mapping.describe(),
         "cropper": type(refiner.cropper).__name__,
+        "weights_check": weights_check(refiner.spec.weights_digest, Path(str(path)).suffix),
     }
+
+
+def weights_check(digest: str, kind: str) -> str:
+    """Whether the weights were checked against their digest at load (pipeline.model.checkpoint.check_digest)."""
+    if not digest:
+        return "no digest (saved before digests; seal it: python -m train.seal FILE)"
+    if kind == ".safetensors":
+        return "digest verified"
+    return "not checked here (an ONNX file or engine carries its checkpoint's digest)"
 
 
 def summarize(
@@ -143,7 +154,8 @@ def summarize(
     one stream with many); for many streams both are the same dict.
     """
     streams = stream_summaries(mux, started)
-    summary = {**setup, **outcome(pipeline, signals, elapsed), **tally.summary(), "warnings": refiner_warnings(refiner)}
+    summary = {**setup, **outcome(pipeline, signals, elapsed), **tally.summary(),
+               "warnings": refiner_warnings(refiner) + output_warnings(tally)}  # fmt: skip
     summary.update(_many_streams(streams, mux, refiner, tally.cycle_calls, elapsed, batch_timeout_ms))
     judge_streams(summary, mux)
     add_server_statistics(summary, refiner)
@@ -171,6 +183,18 @@ def outcome(pipeline: StagePipeline, signals: list[int], elapsed: float) -> dict
     }
 
 
+FRAME_COUNTS = ("read", "processed", "dropped", "unfinished", "lost", "unreadable")
+
+
+def frame_accounting(read: int, processed: int, dropped: int, lost: int, unreadable: int) -> dict[str, int]:
+    """A stream's frames: every frame read was processed (written), dropped (a live stream's full queue) or left
+    unfinished (in flight when the run stopped), so read = processed + dropped + unfinished. Beside them, never
+    read: `lost`, the frames a live stream sent while it was down (estimated), and `unreadable`, the images of
+    a folder that did not decode."""
+    return {"read": read, "processed": processed, "dropped": dropped, "unfinished": read - processed - dropped, "lost": lost,
+            "unreadable": unreadable}
+
+
 def stream_summaries(mux: StreamMux, started: float) -> list[dict[str, Any]]:
     """Per stream: its source, frames, FPS over its own span (a short clip is not diluted) and read -> written latency."""
     streams = []
@@ -182,7 +206,7 @@ def stream_summaries(mux: StreamMux, started: float) -> list[dict[str, Any]]:
             "live": source.live,
             "source_fps": source.fps,
             "frame_count": source.frame_count,
-            "frames": {"read": stats.read, "processed": stats.done, "dropped": stats.dropped, "lost": source.frames_lost},
+            "frames": frame_accounting(stats.read, stats.done, stats.dropped, source.frames_lost, source.frames_unreadable),
             "fps": round(stats.done / active, 3) if active > 0 else None,
             "latency_ms": stats.latency.summary(),
             **source.health(),
@@ -212,7 +236,7 @@ def _many_streams(
     batch_timeout_ms: float,
 ) -> dict[str, Any]:
     """Many streams: each stream, totals over streams and how the refiner's calls were batched."""
-    frames = {key: sum(stream["frames"][key] for stream in streams) for key in ("read", "processed", "dropped", "lost")}
+    frames = {key: sum(stream["frames"][key] for stream in streams) for key in FRAME_COUNTS}
     return {
         "batch_timeout_ms": batch_timeout_ms,
         "outputs": {"detections": DETECTIONS_FILE, "videos": video_names(len(streams))},
@@ -241,9 +265,9 @@ def judge_streams(summary: dict[str, Any], mux: StreamMux) -> None:
     if len(mux.sources) > 1:  # one stream's failure is the run's error, below
         summary["warnings"] += [f"{stream_label(mux, index)} failed: {error}" for index, error in failed]
     summary["warnings"] += [
-        f"{stream_label(mux, index)} stopped decoding after {stats.read} of its {source.frame_count} frames "
-        "(truncated or corrupt); results cover the frames before"
-        for index, (source, stats) in enumerate(zip(mux.sources, mux.stats, strict=True)) if source.ended_early
+        f"{stream_label(mux, index)} {warning}"
+        for index, (source, stats) in enumerate(zip(mux.sources, mux.stats, strict=True))
+        for warning in source.warnings(stats.read)
     ]
     if failed and len(failed) == len(mux.stats) and summary["status"] == "completed":
         error = f"read stage failed: {failed[0][1]}" if len(failed) == 1 else f"every stream failed; stream 0: {failed[0][1]}"
@@ -257,6 +281,15 @@ def refiner_warnings(refiner: FrameRefiner | None) -> list[str]:
     return [f"this refiner's calibration ({refiner.calibration.fitted_on or 'no record of what on'}) found that refining did not "
             f"pay, so the {refiner.policy} policy left every box alone; recalibrate it on this detector's boxes "
             "(python -m benchmarks calibrate --split train --write) or use --policy replace"]
+
+
+def output_warnings(tally: RunTally) -> list[str]:
+    """Boxes the refiner answered with NaN or infinity (status invalid): never silent, never counted as gated."""
+    invalid = tally.objects.get(str(RefineStatus.INVALID), 0)
+    if not invalid:
+        return []
+    return [f"the refiner returned NaN or infinity for {invalid} box(es), which kept the detector's box (status "
+            "invalid); the model file may be damaged or overflow its precision: check it, or try another --backend"]
 
 
 def add_server_statistics(summary: dict[str, Any], refiner: FrameRefiner | None) -> None:
@@ -277,7 +310,7 @@ def format_run_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"{frames.get('processed', 0)} frames in {summary.get('elapsed_s', 0):.1f} s: "
         + (f"{fps:.1f} FPS" if fps else "FPS n/a")
-        + (f", {frames['dropped']} dropped" if frames.get("dropped") else ""),
+        + "".join(f", {frames[key]} {key}" for key in ("dropped", "unfinished", "lost", "unreadable") if frames.get(key)),
         f"latency per stage, ms   {'p50':>8} {'p95':>8}",
     ]
     latency = summary.get("latency_ms", {})

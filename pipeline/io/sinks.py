@@ -185,7 +185,8 @@ def draw_legend(canvas: np.ndarray, origin: tuple[int, int] = (8, 8)) -> np.ndar
 
 
 class AnnotatedVideoSink(FileSink):
-    """annotated.mp4 (mp4v): opened at the first frame, whose size fixes the video's size.
+    """annotated.mp4 (mp4v): opened at the first frame, whose size fixes the video's size (later frames of another
+    size, from an image folder, are resized to it).
 
     Before each frame the room left (free disk space, the file size limit) must hold the largest frame
     written so far twice over plus VIDEO_RESERVE_BYTES and the index; otherwise the sink stops there.
@@ -203,12 +204,15 @@ class AnnotatedVideoSink(FileSink):
             raise OutputError(self.error)
         image = result.frame.image
         if self._writer is None:
-            height, width = image.shape[:2]
+            height, width = self._size_hw = image.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not self._writer.isOpened():
                 raise self._failed("OpenCV cannot open it for writing (check the output folder)")
         self._check_room()
-        self._writer.write(draw_result(image, result))
+        canvas = draw_result(image, result)
+        if canvas.shape[:2] != self._size_hw:  # OpenCV drops a frame of another size without a word (image folders)
+            canvas = cv2.resize(canvas, self._size_hw[::-1], interpolation=cv2.INTER_AREA)
+        self._writer.write(canvas)
         size = self.path.stat().st_size
         self._largest_step = max(self._largest_step, size - self._size)
         self._size = size

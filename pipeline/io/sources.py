@@ -54,11 +54,12 @@ class FrameSource(ABC):
         return {"reconnects": self.reconnects, "ended_early": self.ended_early}
 
     def warnings(self, frames_read: int) -> list[str]:
-        """What a user should know about this source's frames after a run that read `frames_read` of them."""
+        """What a user should know about this source's frames after a run that read `frames_read` of them,
+        each a sentence without its subject (the run names the stream)."""
         if not self.ended_early:
             return []
-        return [f"{self.description} stopped decoding after {frames_read} of its {self.frame_count} frames "
-                "(truncated or corrupt); results cover the frames before"]
+        return [f"stopped decoding after {frames_read} of its {self.frame_count} frames (truncated or corrupt); "
+                "results cover the frames before"]
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,11 @@ class CaptureSource(FrameSource):
         live: bool,
         reconnect: Reconnect | None = None,
         opener: Callable[[str | int], cv2.VideoCapture] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: seconds, for the time a live stream was down (tests pass one that advances by fixed steps)."""
         self._target = target
+        self._clock = clock
         self.live = live
         self.reconnect = reconnect or Reconnect()
         opener = opener or quiet_capture
@@ -141,17 +145,17 @@ class CaptureSource(FrameSource):
 
     def _reopen(self, frame_index: int) -> cv2.VideoCapture | None:
         """Reopen a dropped live stream with back-off; None if interrupted meanwhile; SourceError if it stays down."""
-        dropped_at = time.monotonic()
+        dropped_at = self._clock()
         for delay in self.reconnect.delays():
             if self._interrupted.wait(delay):
                 return None
             capture = self._opener(self._target)
             if capture.isOpened():
                 self.reconnects += 1
-                self.frames_lost += round((time.monotonic() - dropped_at) * self.fps) if self.fps else 0
+                self.frames_lost += round((self._clock() - dropped_at) * self.fps) if self.fps else 0
                 return capture
             capture.release()
-        waited = time.monotonic() - dropped_at
+        waited = self._clock() - dropped_at
         raise SourceError(
             f"{self.description} dropped after frame {frame_index} and did not come back in {self.reconnect.tries} "
             f"tries over {waited:.1f} s; {_open_hint(self._target)}, then run again"
@@ -192,8 +196,7 @@ class ImageFolderSource(FrameSource):
         named = ", ".join(path.name for path in self.unreadable[: self.UNREADABLE_NAMED])
         more = len(self.unreadable) - self.UNREADABLE_NAMED
         named += f" and {more} more" if more > 0 else ""
-        return [f"{self.frames_unreadable} image(s) of {self.description} did not decode and were skipped ({named}); "
-                "remove or replace them"]
+        return [f"skipped {self.frames_unreadable} image(s) that did not decode ({named}); remove or replace them"]
 
 
 def open_source(text: str) -> FrameSource:

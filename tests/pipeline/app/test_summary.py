@@ -8,7 +8,7 @@ from tests.pipeline.app.test_streams import CountedFrames, baseline
 
 ONE_STREAM_KEYS = {
     "started_at", "source", "detector", "refiner", "device", "outputs", "status", "error", "exit_code", "elapsed_s", "fps",
-    "frames", "latency_ms", "queue_occupancy", "objects", "unfinished_stages", "refinement_change", "warnings",
+    "frames", "latency_ms", "queue_occupancy", "objects", "unfinished_stages", "refinement_change", "warnings", "files",
 }  # fmt: skip
 MANY_STREAM_KEYS = ONE_STREAM_KEYS - {"source"} | {"streams", "refiner_calls", "batch_timeout_ms"}
 
@@ -22,7 +22,7 @@ def test_one_stream_keeps_the_single_stream_layout_and_the_report_has_both(input
     report = run(baseline(inputs, tmp_path / "run"), sources=[CountedFrames(5)])
     summary = report.summary
     assert set(summary) == ONE_STREAM_KEYS and summary["outputs"] == {"detections": "detections.jsonl", "video": "annotated.mp4"}
-    assert summary["frames"] == {"read": 5, "processed": 5, "dropped": 0, "lost": 0}
+    assert summary["frames"] == {"read": 5, "processed": 5, "dropped": 0, "unfinished": 0, "lost": 0, "unreadable": 0}
     assert summary["source"]["description"] == "5 frames" and summary["latency_ms"]["end_to_end"]["count"] == 5
     assert set(report.streams_summary) == MANY_STREAM_KEYS and report.streams_summary["frames"]["cycles"] == 5
     assert output_files(summary) == "detections.jsonl, annotated.mp4, summary.json"

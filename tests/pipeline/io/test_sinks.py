@@ -215,3 +215,16 @@ def test_video_at_a_size_limit_stops_in_time_and_stays_playable(tmp_path):
 def test_write_failure_names_the_cause():
     assert "disk is full" in str(write_failure(Path("x.jsonl"), OSError(errno.ENOSPC, "No space left on device")))
     assert "x.jsonl" in str(write_failure(Path("x.jsonl"), OSError(errno.EIO, "Input/output error")))
+
+
+def test_video_frames_of_another_size_are_resized_not_dropped(tmp_path):
+    sink = AnnotatedVideoSink(tmp_path / "annotated.mp4", fps=10)
+    for index, size in enumerate([(64, 96), (128, 96), (40, 50)]):
+        sink.write(result(index, size))
+    sink.close()
+    capture = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    shapes = []
+    while (frame := capture.read())[0]:
+        shapes.append(frame[1].shape[:2])
+    capture.release()
+    assert shapes == [(64, 96)] * 3 and sink.frames_written == 3

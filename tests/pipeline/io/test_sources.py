@@ -65,7 +65,7 @@ def test_undecodable_images_are_skipped_counted_and_named(tmp_path):
     assert [f.index for f in frames] == [0, 1, 2]
     assert source.frames_unreadable == 2
     (warning,) = source.warnings(len(frames))
-    assert "2 image(s)" in warning and "000001.jpg" in warning and "000003.jpg" in warning
+    assert "skipped 2 image(s)" in warning and "000001.jpg" in warning and "000003.jpg" in warning
 
 
 def test_a_folder_of_only_undecodable_images_yields_nothing(tmp_path):
