@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -31,6 +28,7 @@ from pipeline.model.checkpoint import replace_spec, save_refiner
 from pipeline.model.net import RefinerNet
 from pipeline.refine.policy import Calibration
 import pipeline.app
+from tests.pipeline.io.test_sinks import size_limit
 
 REPO = Path(__file__).resolve().parents[3]
 STAGES = ("read", "detect", "crop", "refine", "write", "end_to_end")
@@ -211,23 +209,12 @@ def crowded_detections(path: Path, frames: int, boxes: int) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def file_size_limit(limit: int) -> Iterator[None]:
-    """A real per-file size limit (ulimit -f) on this process; Python ignores SIGXFSZ, so writes past it raise EFBIG."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-
-
 def test_failure_while_running_exits_1_with_summary_and_debug_traceback(inputs, tmp_path, capsys):
     # A 48 KiB file size limit: the first detections.jsonl line (~36 KiB, 200 boxes) fits, but the video sink sees
     # too little room left for a playable video and stops the run before its first frame.
     detections = crowded_detections(tmp_path / "crowded.txt", 12, 200)
     arguments = ["--source", str(inputs["clip"]), "--detector", str(detections), "--no-refine", "--output", str(tmp_path / "run")]
-    with file_size_limit(48 * 1024):
+    with size_limit(48 * 1024):
         assert main(arguments) == 1
     err = capsys.readouterr().err.strip().splitlines()
     video = tmp_path / "run" / "annotated.mp4"
@@ -240,7 +227,7 @@ def test_failure_while_running_exits_1_with_summary_and_debug_traceback(inputs, 
     assert files["annotated.mp4"]["error"] in summary["error"]
     assert len((tmp_path / "run" / "detections.jsonl").read_text().splitlines()) == 1
 
-    with file_size_limit(48 * 1024):
+    with size_limit(48 * 1024):
         assert main([*arguments[:-1], str(tmp_path / "debug"), "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -255,3 +256,69 @@ def test_a_hung_server_is_an_error_at_the_deadline_that_says_hung(server):
         remote.refine(crops, vectors)  # answered again once the server continues
     finally:
         remote.close()
+
+
+def start_cli(url: str, run_dir: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pipeline", "--source", str(REPO / "assets" / "one-by-one-person-detection.mp4"),
+               "--refiner", str(REFINER), "--backend", "triton", "--triton-url", url, "--device", "cpu",
+               "--max-frames", "400", "--queue-size", "1", "--output", str(run_dir), *extra]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+
+
+def wait_for_lines(jsonl: Path, count: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not (jsonl.exists() and jsonl.read_bytes().count(b"\n") >= count):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+        time.sleep(0.02)
+
+
+def finished_run(run_dir: Path) -> tuple[dict, int]:
+    """summary.json and the frames of detections.jsonl (whole lines, consecutive), which the video must hold too."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    lines = (run_dir / "detections.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == list(range(len(lines)))
+    frames = summary["frames"]
+    assert frames["read"] == frames["processed"] + frames["dropped"] + frames["unfinished"] and frames["processed"] == len(lines)
+    capture = cv2.VideoCapture(str(run_dir / "annotated.mp4"))
+    decoded = 0
+    while capture.read()[0]:
+        decoded += 1
+    capture.release()
+    assert decoded == len(lines)  # the video of the finished frames plays
+    return summary, len(lines)
+
+
+def test_ctrl_c_while_a_call_hangs_exits_before_the_server_answers_with_a_playable_video(server, tmp_path):
+    process_server, _ = server
+    cli = start_cli(process_server.url, tmp_path / "run", "--triton-timeout-s", "600")  # the deadline must not end it
+    wait_for_lines(tmp_path / "run" / "detections.jsonl", 3, cli)
+    with hung(process_server):
+        time.sleep(1.0)  # the refine stage's next call is now waiting on the stopped server
+        cli.send_signal(signal.SIGINT)
+        try:  # the child must leave while the server is still stopped: it does not wait for the hung call
+            _, stderr = cli.communicate(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            cli.kill()
+            raise
+    assert cli.returncode == 130, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")][-1].startswith("error: interrupted by SIGINT")
+    summary, frames = finished_run(tmp_path / "run")
+    assert summary["status"] == "interrupted" and "refine" in summary["unfinished_stages"] and 0 < frames < 400
+
+
+def test_a_hung_server_fails_the_run_at_the_deadline_with_one_line(server, tmp_path):
+    process_server, _ = server
+    cli = start_cli(process_server.url, tmp_path / "run", "--triton-timeout-s", "2")
+    wait_for_lines(tmp_path / "run" / "detections.jsonl", 3, cli)
+    with hung(process_server):
+        try:
+            _, stderr = cli.communicate(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            cli.kill()
+            raise
+    assert cli.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "did not answer within the deadline" in errors[0] and "--triton-timeout-s" in errors[0], stderr
+    summary, frames = finished_run(tmp_path / "run")
+    assert summary["status"] == "failed" and summary["unfinished_stages"] == [] and 0 < frames < 400
