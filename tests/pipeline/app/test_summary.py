@@ -41,3 +41,21 @@ def test_one_failed_stream_fails_the_run_with_its_own_error(inputs, tmp_path):
     assert report.exit_code == 1 and report.summary["status"] == "failed"
     assert report.summary["error"] == "read stage failed: failing 2 frames dropped and did not come back"
     assert report.summary["warnings"] == [] and report.failure is not None and report.failure.stage == "read"
+
+
+def test_change_stats_are_running_totals_with_bounded_memory():
+    import numpy as np
+
+    from pipeline.app.summary import ChangeStats
+    from pipeline.core.types import Detections, RefinedDetections, RefineStatus
+
+    def moved(refined: list[float]) -> RefinedDetections:
+        detections = Detections([[0, 0, 10, 10]], [0.9], [0], ("person",))
+        return RefinedDetections(detections, np.array([refined]), (RefineStatus.REFINED,), np.array([[0.5, 0.6]]))
+
+    stats = ChangeStats(keep=1)
+    stats.add(moved([0, 0, 10, 20]))  # IoU 0.5, sides move 2.5 px on average
+    stats.add(moved([1, 1, 11, 11]))  # IoU 81 / 119, 1 px
+    summary = stats.summary()
+    assert summary["changed"] == 2 and summary["iou_detector_vs_refined"] == {"mean": round((0.5 + 81 / 119) / 2, 4), "min": 0.5}
+    assert summary["side_shift_px"] == {"mean": 1.75, "p95": 1.0, "max": 2.5}  # p95 over the kept (most recent) shifts
