@@ -2,23 +2,18 @@
 
 import os
 import sys
-import threading
 
 from pipeline.app.cli import main
-from pipeline.app.stages import THREAD_PREFIX
 
 
-def exit_now_if_a_stage_is_stuck(code: int) -> None:
-    """A stage still in a call after the run gave up on it (a hung server, a frozen camera) would hold the
-    interpreter's exit for as long as the call lasts; the summary is written and the finished outputs are
-    closed by now, so the process leaves at once."""
-    if any(thread.name.startswith(THREAD_PREFIX) and thread.is_alive() for thread in threading.enumerate()):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+def leave(code: int) -> None:
+    """Exit without the interpreter's shutdown: by now the summary is written and the outputs are closed, and
+    shutdown would wait for whatever a library still holds (a stage stuck in a call to a hung server, gRPC's
+    channel to a stopped Triton server), which froze the exit for as long as the server stayed stopped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    exit_code = main()
-    exit_now_if_a_stage_is_stuck(exit_code)
-    sys.exit(exit_code)
+    leave(main())
