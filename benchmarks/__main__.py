@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "crowd": "detect-only vs refined FPS of the pipeline on a crowded real clip and the bundled clip",
     "streams": "total and per-stream FPS, refiner batch size and calls/s for 1, 2, 4, 8 streams",
     "tracking": "MOTA/IDF1 with and without refinement, jitter of standing boxes, refinement reused along tracks",
+    "soak": "N streams x M frames: RSS and threads sampled, every frame accounted for",
     "gpu": "the GPU suite for a lent GPU machine (dry run without CUDA)",
 }
 

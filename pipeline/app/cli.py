@@ -9,9 +9,12 @@ arguments or inputs, 1 for failures while running, 128 + signal number when inte
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from dataclasses import fields
@@ -23,7 +26,7 @@ from pipeline.backends import KINDS
 from pipeline.core.errors import BBRefinementError, UsageError
 from pipeline.refine.policy import POLICIES
 
-EXIT_USAGE, EXIT_FAILED, EXIT_SIGINT = 2, 1, 130
+EXIT_USAGE, EXIT_FAILED = 2, 1
 DEMO_SOURCES = ("demo", "synthetic")
 # Options that are RunConfig fields under the same name; their defaults live in RunConfig only.
 RUN_OPTIONS = frozenset(field.name for field in fields(RunConfig)) - {"source", "more_sources", "refine"}
@@ -73,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--triton-model", metavar="NAME",
         help="--backend triton: the served model (default: the --refiner file's name without suffix, as build_engine.py "
         "--triton-repo names it)",
+    )
+    parser.add_argument(
+        "--triton-timeout-s", type=float, metavar="SECONDS",
+        help="--backend triton: the deadline of one batch; a hung server is an error after it (default: 5)",
     )
     parser.add_argument("--device", choices=DEVICES, help="where models run (default: cuda when available, else cpu)")
     parser.add_argument("--output", type=Path, help="new or empty folder for the results (default: runs/<timestamp>/)")
@@ -153,18 +160,48 @@ def all_sources(args: argparse.Namespace) -> list[str]:
     return sources
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM before the run's own handler is installed (models loading): not an Exception, so no
+    `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _interrupt_on_signals() -> Iterator[None]:
+    """Until the run installs its own handlers (and after it restores ours), SIGINT and SIGTERM raise Interrupted:
+    both end with the same one line, instead of a KeyboardInterrupt for one and a silent death for the other."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        sources = all_sources(args)
-        if sources[0] in DEMO_SOURCES:
-            from pipeline.app import demo
+        with _interrupt_on_signals():
+            sources = all_sources(args)
+            if sources[0] in DEMO_SOURCES:
+                from pipeline.app import demo
 
-            return demo.run_demo(config_from_args(args, sources, demo.DEFAULTS[sources[0]]))
-        report = run(config_from_args(args, sources))
-    except KeyboardInterrupt:  # Ctrl+C while models load, before the run's own handler is installed
-        print("error: interrupted before the run started", file=sys.stderr)
-        return EXIT_SIGINT
+                return demo.run_demo(config_from_args(args, sources, demo.DEFAULTS[sources[0]]))
+            report = run(config_from_args(args, sources))
+    except (Interrupted, KeyboardInterrupt) as interrupt:  # while models load, before the run's own handler
+        signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
+        print(f"error: interrupted by {signal.Signals(signum).name} before the run started", file=sys.stderr)
+        return 128 + signum
     except Exception as error:  # every failure becomes one line and an exit code
         return _fail(error, args.debug)
     print(format_run_summary(report.summary))  # results on stdout; warnings and errors on stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.app.summary import DETECTIONS_FILE, video_names
 from pipeline.core.errors import UsageError
-from pipeline.io.sinks import AnnotatedVideoSink, JsonlSink, PerStream, ProgressSink, Sink, WindowSink, display_available
+from pipeline.io.sinks import AnnotatedVideoSink, FileSink, JsonlSink, PerStream, ProgressSink, Sink, WindowSink, display_available
 from pipeline.io.sources import FrameSource
 
 WINDOW_TITLE = "BBRefinement-RT"
@@ -60,6 +60,12 @@ def file_sinks(output_dir: Path, sources: Sequence[FrameSource]) -> list[Sink]:
     output_dir.mkdir(parents=True, exist_ok=True)
     videos = [AnnotatedVideoSink(output_dir / name, source.fps) for name, source in zip(video_names(len(sources)), sources, strict=True)]
     return [JsonlSink(output_dir / DETECTIONS_FILE, tag_stream=len(sources) > 1), PerStream(videos)]
+
+
+def file_reports(sinks: Sequence[Sink]) -> Callable[[], dict[str, dict]]:
+    """For summary.json's `files`: per output file (by name), the frames it holds and the error that stopped it."""
+    files = [sink for item in sinks for sink in getattr(item, "sinks", (item,)) if isinstance(sink, FileSink)]
+    return lambda: {sink.path.name: sink.report() for sink in files}
 
 
 def window_sink(streams: int, request_stop: Callable[[], None]) -> Sink | None:

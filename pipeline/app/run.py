@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.app.outputs import check_writable, choose_output_dir, file_sinks, progress_sink, window_sink
+from pipeline.app.outputs import check_writable, choose_output_dir, file_reports, file_sinks, progress_sink, window_sink
 from pipeline.app.stages import Stage, StageFailure, StagePipeline
 from pipeline.app.streams import DEFAULT_BATCH_TIMEOUT_MS, StreamFrame, StreamMux
 from pipeline.app.summary import SUMMARY_FILE, RunTally, setup_summary, summarize
@@ -77,6 +77,7 @@ class RunConfig:
     track: bool = False  # track ids per stream (pipeline.track); smooth, reuse: along the tracks
     smooth: bool = False
     reuse: bool = False
+    triton_timeout_s: float | None = None  # --backend triton: one batch's deadline (None: the client's default)
 
     def __post_init__(self) -> None:
         if self.device is not None and self.device not in DEVICES:
@@ -119,6 +120,7 @@ def run(config: RunConfig, sources: Sequence[FrameSource] | None = None, detecto
     mux = StreamMux(sources, config.batch_timeout_ms / 1000.0, config.queue_size, config.max_frames)
     setup = setup_summary(detector, refiner, config.refiner, device)
     sinks = file_sinks(output_dir, sources)
+    written_files = file_reports(sinks)  # read at the end: frames each file holds, and the error that stopped it
     tally = RunTally()
 
     def write(cycle: list[tuple[StreamFrame, FrameResult]]) -> None:
@@ -143,10 +145,13 @@ def run(config: RunConfig, sources: Sequence[FrameSource] | None = None, detecto
         streams_summary["tracks"] = [stream.summary() for stream in tracks]
         summary["tracks"] = streams_summary["tracks"][0] if len(tracks) == 1 else streams_summary["tracks"]
     try:
-        # A stage still stuck in a call may be using these; the process exit releases them instead.
-        if not summary["unfinished_stages"]:
-            _close_all([*sinks, *((refiner.cropper, refiner.backend) if refiner else ())])
+        # A stage still stuck in a call may be using these; the process exit releases them instead. Only the
+        # write stage uses the sinks: they are closed (the videos finished, playable) unless it is the stuck one.
+        unfinished = summary["unfinished_stages"]
+        _close_all([*(sinks if "write" not in unfinished else ()),
+                    *((refiner.cropper, refiner.backend) if refiner and not unfinished else ())])  # fmt: skip
     finally:
+        summary["files"] = streams_summary["files"] = written_files()
         write_summary(output_dir / SUMMARY_FILE, summary)
     return RunReport(summary["exit_code"], summary, output_dir, _failure(pipeline, mux, summary), streams_summary)
 
@@ -179,7 +184,7 @@ def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRe
         config.refiner, detector.class_names, backend=config.backend, device=device,
         max_batch=config.max_batch, min_size=config.min_size, policy=config.policy, flip_tta=config.flip_tta,
         iterations=config.iterations, workers=config.workers, queue_size=config.queue_size, gpu_crops=config.gpu_crops,
-        triton_url=config.triton_url, triton_model=config.triton_model,
+        triton_url=config.triton_url, triton_model=config.triton_model, triton_timeout_s=config.triton_timeout_s,
     )
 
 

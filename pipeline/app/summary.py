@@ -13,8 +13,9 @@ calls per second, mean batch size, streams per call), with stage latencies per c
 
 from __future__ import annotations
 
+import math
 import signal
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 
 from pipeline.core.errors import BackendError
 from pipeline.core.geometry import box_iou_pairs
-from pipeline.core.types import FrameResult, RefinedDetections
+from pipeline.core.types import FrameResult, RefinedDetections, RefineStatus
 from pipeline.refine.policy import leaves_every_box_alone
 
 if TYPE_CHECKING:  # the summary reads these; importing them at run time would load torch for --help
@@ -44,11 +45,17 @@ def video_names(streams: int) -> list[str]:
 
 
 class ChangeStats:
-    """Accumulates, over a run, how far refined boxes moved from the detector's (IoU and side shift in pixels)."""
+    """Accumulates, over a run, how far refined boxes moved from the detector's (IoU and side shift in pixels).
 
-    def __init__(self) -> None:
-        self._ious: list[np.ndarray] = []
-        self._shifts: list[np.ndarray] = []
+    Running totals for counts, means and extremes, and the most recent `keep` shifts for the p95, so a
+    camera running for days does not grow memory (the soak benchmark watches RSS).
+    """
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._recent_shifts: deque[float] = deque(maxlen=keep)
+        self._changed = 0
+        self._iou_sum = self._shift_sum = 0.0
+        self._iou_min, self._shift_max = math.inf, 0.0
 
     def add(self, objects: RefinedDetections) -> None:
         changed = objects.changed
@@ -56,20 +63,25 @@ class ChangeStats:
             return
         detector = objects.detections.boxes[changed].astype(np.float64)
         refined = objects.refined_boxes[changed]
-        self._ious.append(box_iou_pairs(detector, refined))
-        self._shifts.append(np.abs(refined - detector).mean(axis=1))
+        ious = box_iou_pairs(detector, refined)
+        shifts = np.abs(refined - detector).mean(axis=1)
+        self._changed += len(ious)
+        self._iou_sum += float(ious.sum())
+        self._shift_sum += float(shifts.sum())
+        self._iou_min = min(self._iou_min, float(ious.min()))
+        self._shift_max = max(self._shift_max, float(shifts.max()))
+        self._recent_shifts.extend(shifts.tolist())
 
     def summary(self) -> dict[str, Any]:
-        if not self._ious:
+        if not self._changed:
             return {"changed": 0}
-        ious, shifts = np.concatenate(self._ious), np.concatenate(self._shifts)
         return {
-            "changed": int(len(ious)),
-            "iou_detector_vs_refined": {"mean": round(float(ious.mean()), 4), "min": round(float(ious.min()), 4)},
+            "changed": self._changed,
+            "iou_detector_vs_refined": {"mean": round(self._iou_sum / self._changed, 4), "min": round(self._iou_min, 4)},
             "side_shift_px": {
-                "mean": round(float(shifts.mean()), 2),
-                "p95": round(float(np.percentile(shifts, 95)), 2),
-                "max": round(float(shifts.max()), 2),
+                "mean": round(self._shift_sum / self._changed, 2),
+                "p95": round(float(np.percentile(np.fromiter(self._recent_shifts, float), 95)), 2),
+                "max": round(self._shift_max, 2),
             },
         }
 
@@ -131,7 +143,17 @@ def refiner_summary(refiner: FrameRefiner | None, path: object, device: str) -> 
         "iterations": refiner.iterations,
         "class_mapping": refiner.mapping.describe(),
         "cropper": type(refiner.cropper).__name__,
+        "weights_check": weights_check(refiner.spec.weights_digest, Path(str(path)).suffix),
     }
+
+
+def weights_check(digest: str, kind: str) -> str:
+    """Whether the weights were checked against their digest at load (pipeline.model.checkpoint.check_digest)."""
+    if not digest:
+        return "no digest (saved before digests; seal it: python -m train.seal FILE)"
+    if kind == ".safetensors":
+        return "digest verified"
+    return "not checked here (an ONNX file or engine carries its checkpoint's digest)"
 
 
 def summarize(
@@ -144,7 +166,7 @@ def summarize(
     one stream with many); for many streams both are the same dict.
     """
     streams = stream_summaries(mux, started)
-    warnings = refiner_warnings(refiner, setup["refiner"]["path"] if refiner else None)
+    warnings = refiner_warnings(refiner, setup["refiner"]["path"] if refiner else None) + output_warnings(tally)
     summary = {**setup, **outcome(pipeline, signals, elapsed), **tally.summary(), "warnings": warnings}
     summary.update(_many_streams(streams, mux, refiner, tally.cycle_calls, elapsed, batch_timeout_ms))
     judge_streams(summary, mux)
@@ -173,6 +195,18 @@ def outcome(pipeline: StagePipeline, signals: list[int], elapsed: float) -> dict
     }
 
 
+FRAME_COUNTS = ("read", "processed", "dropped", "unfinished", "lost", "unreadable")
+
+
+def frame_accounting(read: int, processed: int, dropped: int, lost: int, unreadable: int) -> dict[str, int]:
+    """A stream's frames: every frame read was processed (written), dropped (a live stream's full queue) or left
+    unfinished (in flight when the run stopped), so read = processed + dropped + unfinished. Beside them, never
+    read: `lost`, the frames a live stream sent while it was down (estimated), and `unreadable`, the images of
+    a folder that did not decode."""
+    return {"read": read, "processed": processed, "dropped": dropped, "unfinished": read - processed - dropped, "lost": lost,
+            "unreadable": unreadable}
+
+
 def stream_summaries(mux: StreamMux, started: float) -> list[dict[str, Any]]:
     """Per stream: its source, frames, FPS over its own span (a short clip is not diluted) and read -> written latency."""
     streams = []
@@ -184,7 +218,7 @@ def stream_summaries(mux: StreamMux, started: float) -> list[dict[str, Any]]:
             "live": source.live,
             "source_fps": source.fps,
             "frame_count": source.frame_count,
-            "frames": {"read": stats.read, "processed": stats.done, "dropped": stats.dropped, "lost": source.frames_lost},
+            "frames": frame_accounting(stats.read, stats.done, stats.dropped, source.frames_lost, source.frames_unreadable),
             "fps": round(stats.done / active, 3) if active > 0 else None,
             "latency_ms": stats.latency.summary(),
             **source.health(),
@@ -214,7 +248,7 @@ def _many_streams(
     batch_timeout_ms: float,
 ) -> dict[str, Any]:
     """Many streams: each stream, totals over streams and how the refiner's calls were batched."""
-    frames = {key: sum(stream["frames"][key] for stream in streams) for key in ("read", "processed", "dropped", "lost")}
+    frames = {key: sum(stream["frames"][key] for stream in streams) for key in FRAME_COUNTS}
     return {
         "batch_timeout_ms": batch_timeout_ms,
         "outputs": {"detections": DETECTIONS_FILE, "videos": video_names(len(streams))},
@@ -243,9 +277,9 @@ def judge_streams(summary: dict[str, Any], mux: StreamMux) -> None:
     if len(mux.sources) > 1:  # one stream's failure is the run's error, below
         summary["warnings"] += [f"{stream_label(mux, index)} failed: {error}" for index, error in failed]
     summary["warnings"] += [
-        f"{stream_label(mux, index)} stopped decoding after {stats.read} of its {source.frame_count} frames "
-        "(truncated or corrupt); results cover the frames before"
-        for index, (source, stats) in enumerate(zip(mux.sources, mux.stats, strict=True)) if source.ended_early
+        f"{stream_label(mux, index)} {warning}"
+        for index, (source, stats) in enumerate(zip(mux.sources, mux.stats, strict=True))
+        for warning in source.warnings(stats.read)
     ]
     if failed and len(failed) == len(mux.stats) and summary["status"] == "completed":
         error = f"read stage failed: {failed[0][1]}" if len(failed) == 1 else f"every stream failed; stream 0: {failed[0][1]}"
@@ -272,6 +306,15 @@ def refiner_warnings(refiner: FrameRefiner | None, path: object) -> list[str]:
     return warnings
 
 
+def output_warnings(tally: RunTally) -> list[str]:
+    """Boxes the refiner answered with NaN or infinity (status invalid): never silent, never counted as gated."""
+    invalid = tally.objects.get(str(RefineStatus.INVALID), 0)
+    if not invalid:
+        return []
+    return [f"the refiner returned NaN or infinity for {invalid} box(es), which kept the detector's box (status "
+            "invalid); the model file may be damaged or overflow its precision: check it, or try another --backend"]
+
+
 def add_server_statistics(summary: dict[str, Any], refiner: FrameRefiner | None) -> None:
     """A served refiner's queue and compute time on the server (Triton), as summary["refiner"]["server"]."""
     statistics = getattr(refiner.backend if refiner else None, "server_statistics", None)
@@ -290,7 +333,7 @@ def format_run_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"{frames.get('processed', 0)} frames in {summary.get('elapsed_s', 0):.1f} s: "
         + (f"{fps:.1f} FPS" if fps else "FPS n/a")
-        + (f", {frames['dropped']} dropped" if frames.get("dropped") else ""),
+        + "".join(f", {frames[key]} {key}" for key in ("dropped", "unfinished", "lost", "unreadable") if frames.get(key)),
         f"latency per stage, ms   {'p50':>8} {'p95':>8}",
     ]
     latency = summary.get("latency_ms", {})

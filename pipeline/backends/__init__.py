@@ -38,6 +38,7 @@ def open_backend(
     cuda_graphs: bool = False,
     triton_url: str | None = None,
     triton_model: str | None = None,
+    triton_timeout_s: float | None = None,
 ) -> RefinerBackend:
     """Open a runtime for a checkpoint (.safetensors), an ONNX file or a TensorRT engine (with its sidecar).
 
@@ -45,13 +46,14 @@ def open_backend(
     provider when usable, else CPU; a checkpoint is exported to ONNX once, cached by content hash
     under engines/cache/), then torch. `cuda_graphs` applies to the torch backend on CUDA only.
     `triton`: the model `triton_model` (default: the model file's stem, the name build_engine.py
-    --triton-repo gives it) on the server at `triton_url`, which must serve the model file's spec.
+    --triton-repo gives it) on the server at `triton_url`, which must serve the model file's spec, each
+    batch answered within `triton_timeout_s` (None: the client's default).
     """
     if kind not in KINDS:
         raise BackendError(f"backend {kind!r} is not one of {', '.join(KINDS)}")
     model = ModelFile.of(model)
     if kind == "triton":
-        return _open_triton(model, triton_url, triton_model, max_batch)
+        return _open_triton(model, triton_url, triton_model, max_batch, triton_timeout_s)
     if kind != "auto":
         return _OPENERS[kind](model, device, max_batch, cuda_graphs)
     reasons = []
@@ -132,12 +134,14 @@ def _open_torch(model: ModelFile, device: str | None, max_batch: int, cuda_graph
     return TorchBackend.from_checkpoint(model, device, max_batch, cuda_graphs)
 
 
-def _open_triton(model: ModelFile, url: str | None, served_name: str | None, max_batch: int) -> RefinerBackend:
-    from pipeline.backends.triton import TritonBackend
+def _open_triton(
+    model: ModelFile, url: str | None, served_name: str | None, max_batch: int, timeout_s: float | None
+) -> RefinerBackend:
+    from pipeline.backends.triton import DEFAULT_INFER_TIMEOUT_S, TritonBackend
 
     if not url:
         raise BackendError("the triton backend needs the server's gRPC address; pass --triton-url HOST:PORT")
-    return TritonBackend(url, served_name or model.path.stem, model.spec, max_batch)
+    return TritonBackend(url, served_name or model.path.stem, model.spec, max_batch, timeout_s or DEFAULT_INFER_TIMEOUT_S)
 
 
 _OPENERS: dict[str, Callable[[ModelFile, str | None, int, bool], RefinerBackend]] = {

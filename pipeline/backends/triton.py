@@ -4,7 +4,10 @@ Why a client backend: one server (and its GPU) can serve many pipelines and batc
 spec comes from the served model's config parameters (pipeline.model.triton_repo), so the crops are cut
 exactly as the served model expects; a server that serves another spec than the caller's refiner
 file is refused at open time, not discovered as wrong boxes. Each call is one synchronous
-`infer` per chunk of at most max_batch crops (the pipeline makes one call per frame or cycle).
+`infer` per chunk of at most max_batch crops (the pipeline makes one call per frame or cycle), with a
+deadline (`timeout_s`, --triton-timeout-s): a hung server is an error in seconds, not a frozen run.
+A failed call says which of three things happened, because each has another fix: the server is
+down (refused), hung (no answer by the deadline) or saturated (its queue policy rejected the request).
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ from pipeline.model.artifacts import BOXES, CROPS, VECTORS
 from pipeline.model.triton_repo import TRITON_SPEC_KEY
 
 CONNECT_TIMEOUT_S = 5.0  # readiness and config look-ups: an absent server is reported in seconds
-INFER_TIMEOUT_S = 30.0  # one batch; the server's queue policy rejects sooner when it is saturated
+# One batch's deadline: a refiner batch takes milliseconds to a few hundred on a busy CPU server, so a call
+# still unanswered after this is a hung or hopelessly overloaded server; the run stops instead of waiting.
+DEFAULT_INFER_TIMEOUT_S = 5.0
 CONNECT_HINT = "start it or pass --triton-url HOST:PORT / --triton-model NAME"
+DOWN_HINT = "the server is down or unreachable: start it (or check --triton-url) and run again"
+HUNG_HINT = "the server did not answer within the deadline (hung or overloaded): check it, or raise --triton-timeout-s"
 # "Request timeout expired": the model's queue policy (pipeline.model.triton_repo.Batching) rejected it.
-INFER_HINT = "a saturated server rejects requests queued past its timeout: add instances or raise --triton-queue-timeout-ms"
+SATURATED_HINT = "the server is saturated and rejected a request queued past its timeout: add instances or raise --triton-queue-timeout-ms"
 
 
 class TritonBackend(RefinerBackend):
@@ -31,9 +38,14 @@ class TritonBackend(RefinerBackend):
     device = "remote"
 
     def __init__(
-        self, url: str, model_name: str, expected_spec: RefinerSpec | None = None, max_batch: int = 32
+        self, url: str, model_name: str, expected_spec: RefinerSpec | None = None, max_batch: int = 32,
+        timeout_s: float = DEFAULT_INFER_TIMEOUT_S,
     ) -> None:
-        """`url` HOST:PORT of Triton's gRPC endpoint; `expected_spec` (the caller's refiner file) must equal the served one."""
+        """`url` HOST:PORT of Triton's gRPC endpoint; `expected_spec` (the caller's refiner file) must equal the served one;
+        `timeout_s`: the deadline of one batch."""
+        if not timeout_s > 0:
+            raise BackendError(f"--triton-timeout-s must be positive, not {timeout_s}")
+        self.timeout_s = timeout_s
         try:
             import tritonclient.grpc as grpcclient
             from tritonclient.utils import InferenceServerException
@@ -61,13 +73,13 @@ class TritonBackend(RefinerBackend):
             raise BackendError(f"model {self.model_name!r} is not ready")
         return self.client.get_model_config(self.model_name, client_timeout=CONNECT_TIMEOUT_S).config
 
-    def _ask(self, call: Any, what: str, hint: str = CONNECT_HINT) -> Any:
-        """Run a client call; a gRPC failure becomes one BackendError line that says what to do."""
+    def _ask(self, call: Any, what: str, hint: str | None = CONNECT_HINT) -> Any:
+        """Run a client call; a gRPC failure becomes one BackendError line that says what to do (`hint` None: by cause)."""
         try:
             return call()
         except (self._error_type, BackendError) as error:
             reason = (str(error).strip().splitlines() or ["no answer"])[0]
-            raise BackendError(f"{what} ({reason}); {hint}") from None
+            raise BackendError(f"{what} ({reason}); {hint or infer_hint(error)}") from None
 
     def _run(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         inputs = [
@@ -78,9 +90,9 @@ class TritonBackend(RefinerBackend):
         inputs[1].set_data_from_numpy(vectors)
         outputs = [self._grpc.InferRequestedOutput(BOXES)]
         result = self._ask(
-            lambda: self.client.infer(self.model_name, inputs, outputs=outputs, client_timeout=INFER_TIMEOUT_S),
+            lambda: self.client.infer(self.model_name, inputs, outputs=outputs, client_timeout=self.timeout_s),
             f"Triton model {self.model_name!r} at {self.url} failed a batch of {len(crops)}",
-            INFER_HINT,
+            None,
         )
         return result.as_numpy(BOXES)
 
@@ -115,6 +127,19 @@ class TritonBackend(RefinerBackend):
 
     def close(self) -> None:
         self.client.close()
+
+
+def infer_hint(error: Exception) -> str:
+    """What to do about a failed infer call, from its gRPC status and message: server down, hung or saturated."""
+    status = str(getattr(error, "status", lambda: None)() or "")
+    text = str(error).lower()
+    if "timeout expired" in text:
+        return SATURATED_HINT
+    if "DEADLINE_EXCEEDED" in status or "deadline exceeded" in text:
+        return HUNG_HINT
+    if "UNAVAILABLE" in status or "connection refused" in text or "failed to connect" in text:
+        return DOWN_HINT
+    return "see the server's log"
 
 
 def served_spec(config: Any, url: str, model_name: str) -> RefinerSpec:

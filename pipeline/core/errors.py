@@ -41,6 +41,10 @@ class SourceError(BBRefinementError, ValueError):
     """A video source cannot be opened or read."""
 
 
+class OutputError(BBRefinementError, OSError):
+    """An output file cannot be written while a run goes on: the disk is full, a file size limit or quota is reached."""
+
+
 class DetectorError(BBRefinementError, ValueError):
     """A detector cannot be loaded: missing or unreadable model or detections file."""
 

@@ -67,6 +67,11 @@ class RefinerSpec:
     pretrained: str = ""  # where the backbone's starting weights came from ("" = random init)
     version: int = SPEC_VERSION
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    # "sha256:<hex>" of the checkpoint's tensors, written when it is saved and checked when it is loaded, so
+    # damaged weights are refused instead of refining wrongly; an ONNX file or engine carries its checkpoint's.
+    # Not compared: two specs that describe the same network interface are equal whatever weights they hold.
+    # "" for files saved before digests existed (they load; the run says "no digest").
+    weights_digest: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.version != SPEC_VERSION:

@@ -110,6 +110,7 @@ class RefineStatus(StrEnum):
     REFINED = "refined"  # the refiner's box replaced the detector's
     GATED = "gated"  # refined, but the quality gate kept the detector's box
     REUSED = "reused"  # the refinement of an earlier frame, carried along a box that barely moved (--track)
+    INVALID = "invalid"  # the refiner returned NaN or infinity for this box: the detector's box stands (a run warns)
     UNMAPPED = "unmapped"  # the refiner does not know the detector's class
     UNUSABLE = "unusable"  # degenerate box (NaN, empty, outside the frame)
     SMALL = "small"  # below --min-size

@@ -3,13 +3,21 @@
 Every file sink writes as it goes (JSONL is flushed per frame, the video writer appends), so a
 run that is interrupted or fails keeps every frame it finished. summary.json is written with
 temp file + rename, so a reader never sees half of it.
+
+A full disk or a file size limit (ulimit -f) is an OutputError naming the file and the cause, and
+each file sink counts the frames it wrote (`frames_written`, `error`): detections.jsonl cuts a line
+it could not finish back off, so it always ends on a whole line; OpenCV's video writer reports no
+write errors at all, so the video sink stops *before* the room left would not hold the next frame
+and the file's index, and the video of the frames before stays playable.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,11 +27,26 @@ from typing import Protocol, TextIO
 import cv2
 import numpy as np
 
+from pipeline.core.errors import OutputError
 from pipeline.core.types import NO_TRACK, FrameResult, RefineStatus
+
+try:
+    import resource  # Unix only: the per-file size limit (ulimit -f)
+except ImportError:  # Windows has no such limit
+    resource = None
 
 DETECTOR_COLOUR = (0, 165, 255)  # BGR orange: the detector's box
 REFINED_COLOUR = (80, 220, 60)  # BGR green: the refined box
 DEFAULT_VIDEO_FPS = 30.0
+# Room the video writer needs beyond the frames it holds: its unflushed output buffer (FFmpeg's is 32 KiB) and
+# the mp4 index written at release (a few dozen bytes per frame), so a video stopped for lack of room plays.
+VIDEO_RESERVE_BYTES = 256 * 1024
+VIDEO_INDEX_BYTES_PER_FRAME = 64
+WRITE_CAUSES = {
+    errno.ENOSPC: "the disk is full",
+    errno.EFBIG: "the file size limit (ulimit -f) is reached",
+    errno.EDQUOT: "the disk quota is exceeded",
+}
 
 
 class Sink(Protocol):
@@ -81,8 +104,34 @@ def frame_record(result: FrameResult, tag_stream: bool = False) -> dict:
     return {**tag, "frame": frame.index, "timestamp": frame.timestamp, "name": frame.name, "objects": records}
 
 
-class JsonlSink:
-    """detections.jsonl: one line per frame, flushed at once so a crash loses nothing finished.
+def write_failure(path: Path, cause: OSError | str) -> OutputError:
+    """One line for an output that cannot be written: which file, why, and what to do."""
+    if isinstance(cause, OSError):
+        cause = WRITE_CAUSES.get(cause.errno, cause.strerror or str(cause))
+    return OutputError(f"cannot write {path}: {cause}; free space (or raise the limit) and run again; frames written "
+                       "before are kept")
+
+
+class FileSink:
+    """What every file sink reports for summary.json: frames written and the error that stopped it."""
+
+    path: Path
+    frames_written: int = 0
+    error: str | None = None
+
+    def report(self) -> dict[str, int | str | None]:
+        return {"frames": self.frames_written, "error": self.error}
+
+    def _failed(self, cause: OSError | str) -> OutputError:
+        failure = write_failure(self.path, cause)
+        self.error = str(failure)
+        return failure
+
+
+class JsonlSink(FileSink):
+    """detections.jsonl: one line per frame, handed to the OS at once (unbuffered) so a crash loses nothing finished.
+
+    A line that cannot be written whole is cut off again, so the file always ends on a whole line.
 
     `tag_stream`: tag each line with its stream (a run of many streams).
     """
@@ -90,11 +139,22 @@ class JsonlSink:
     def __init__(self, path: Path, tag_stream: bool = False) -> None:
         self.path = Path(path)
         self.tag_stream = tag_stream
-        self._file: TextIO = self.path.open("x", encoding="utf-8")
+        self._file = self.path.open("xb", buffering=0)
+        self._whole = 0  # bytes up to the end of the last whole line
 
     def write(self, result: FrameResult) -> None:
-        self._file.write(json.dumps(frame_record(result, self.tag_stream), allow_nan=False) + "\n")
-        self._file.flush()
+        if self.error is not None:
+            raise OutputError(self.error)
+        line = memoryview((json.dumps(frame_record(result, self.tag_stream), allow_nan=False) + "\n").encode("utf-8"))
+        try:
+            while line:  # a raw write may take part of the line (the last bytes below a limit)
+                line = line[self._file.write(line) :]
+        except OSError as error:
+            self._file.truncate(self._whole)  # shrinking is allowed under any limit
+            self._file.seek(self._whole)
+            raise self._failed(error) from error
+        self._whole = self._file.tell()
+        self.frames_written += 1
 
     def close(self) -> None:
         self._file.close()
@@ -132,26 +192,60 @@ def draw_legend(canvas: np.ndarray, origin: tuple[int, int] = (8, 8)) -> np.ndar
     return canvas
 
 
-class AnnotatedVideoSink:
-    """annotated.mp4 (mp4v): opened at the first frame, whose size fixes the video's size."""
+class AnnotatedVideoSink(FileSink):
+    """annotated.mp4 (mp4v): opened at the first frame, whose size fixes the video's size (later frames of another
+    size, from an image folder, are resized to it).
+
+    Before each frame the room left (free disk space, the file size limit) must hold the largest frame
+    written so far twice over plus VIDEO_RESERVE_BYTES and the index; otherwise the sink stops there.
+    """
 
     def __init__(self, path: Path, fps: float | None) -> None:
         self.path = Path(path)
         self.fps = fps or DEFAULT_VIDEO_FPS
         self._writer: cv2.VideoWriter | None = None
+        self._largest_step = 0  # most bytes the file grew by in one frame (the writer flushes in blocks)
+        self._size = 0
 
     def write(self, result: FrameResult) -> None:
+        if self.error is not None:
+            raise OutputError(self.error)
         image = result.frame.image
         if self._writer is None:
-            height, width = image.shape[:2]
+            height, width = self._size_hw = image.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not self._writer.isOpened():
-                raise OSError(f"OpenCV cannot write {self.path}; check disk space and the output folder")
-        self._writer.write(draw_result(image, result))
+                raise self._failed("OpenCV cannot open it for writing (check the output folder)")
+        self._check_room()
+        canvas = draw_result(image, result)
+        if canvas.shape[:2] != self._size_hw:  # OpenCV drops a frame of another size without a word (image folders)
+            canvas = cv2.resize(canvas, self._size_hw[::-1], interpolation=cv2.INTER_AREA)
+        self._writer.write(canvas)
+        size = self.path.stat().st_size
+        self._largest_step = max(self._largest_step, size - self._size)
+        self._size = size
+        self.frames_written += 1
+
+    def _check_room(self) -> None:
+        needed = VIDEO_RESERVE_BYTES + 2 * self._largest_step + VIDEO_INDEX_BYTES_PER_FRAME * (self.frames_written + 1)
+        free = shutil.disk_usage(self.path.parent).free
+        if free < needed:
+            raise self._failed(f"the disk is nearly full ({free // 1024} KiB left)")
+        limit = file_size_limit()
+        if limit - self._size < needed:
+            raise self._failed(f"the file size limit (ulimit -f, {limit // 1024} KiB) is nearly reached")
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
+
+
+def file_size_limit() -> float:
+    """The process's largest file in bytes (RLIMIT_FSIZE, what ulimit -f sets); infinite where there is none."""
+    if resource is None:
+        return math.inf
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return math.inf if soft == resource.RLIM_INFINITY else float(soft)
 
 
 class WindowSink:

@@ -7,7 +7,9 @@ wait for us, so the pipeline drops the oldest queued frame instead (see pipeline
 A live stream that drops is reopened with back-off (`Reconnect`); the frames it would have sent
 meanwhile are estimated from the gap and its fps and counted, so a summary says what was missed.
 A video file that fails to decode part-way (truncated, corrupt) ends at its last good frame, and
-`ended_early` says so: a long recording with a bad tail still yields everything before it.
+`ended_early` says so: a long recording with a bad tail still yields everything before it. An image
+folder skips an image that does not decode (counted in `frames_unreadable`, named in `warnings()`):
+one bad file in a thousand must not throw the other 999 away.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class FrameSource(ABC):
     reconnects: int = 0  # times a dropped live stream was reopened
     frames_lost: int = 0  # frames a live stream sent while it was down (estimated from its fps)
     ended_early: bool = False  # a file stopped decoding before its known frame count
+    frames_unreadable: int = 0  # images of a folder that did not decode and were skipped
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
@@ -49,6 +52,14 @@ class FrameSource(ABC):
     def health(self) -> dict[str, int | bool]:
         """What went wrong while reading, for summary.json (frames lost are counted under "frames")."""
         return {"reconnects": self.reconnects, "ended_early": self.ended_early}
+
+    def warnings(self, frames_read: int) -> list[str]:
+        """What a user should know about this source's frames after a run that read `frames_read` of them,
+        each a sentence without its subject (the run names the stream)."""
+        if not self.ended_early:
+            return []
+        return [f"stopped decoding after {frames_read} of its {self.frame_count} frames (truncated or corrupt); "
+                "results cover the frames before"]
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,11 @@ class CaptureSource(FrameSource):
         live: bool,
         reconnect: Reconnect | None = None,
         opener: Callable[[str | int], cv2.VideoCapture] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: seconds, for the time a live stream was down (tests pass one that advances by fixed steps)."""
         self._target = target
+        self._clock = clock
         self.live = live
         self.reconnect = reconnect or Reconnect()
         opener = opener or quiet_capture
@@ -131,17 +145,17 @@ class CaptureSource(FrameSource):
 
     def _reopen(self, frame_index: int) -> cv2.VideoCapture | None:
         """Reopen a dropped live stream with back-off; None if interrupted meanwhile; SourceError if it stays down."""
-        dropped_at = time.monotonic()
+        dropped_at = self._clock()
         for delay in self.reconnect.delays():
             if self._interrupted.wait(delay):
                 return None
             capture = self._opener(self._target)
             if capture.isOpened():
                 self.reconnects += 1
-                self.frames_lost += round((time.monotonic() - dropped_at) * self.fps) if self.fps else 0
+                self.frames_lost += round((self._clock() - dropped_at) * self.fps) if self.fps else 0
                 return capture
             capture.release()
-        waited = time.monotonic() - dropped_at
+        waited = self._clock() - dropped_at
         raise SourceError(
             f"{self.description} dropped after frame {frame_index} and did not come back in {self.reconnect.tries} "
             f"tries over {waited:.1f} s; {_open_hint(self._target)}, then run again"
@@ -149,21 +163,40 @@ class CaptureSource(FrameSource):
 
 
 class ImageFolderSource(FrameSource):
-    """The images of one folder, in file-name order (name them with zero-padded numbers)."""
+    """The image files of one folder, in file-name order (name them with zero-padded numbers).
+
+    An image that does not decode (empty, truncated, not an image) is skipped and remembered; the
+    frames that follow keep consecutive indices and are named by their file.
+    """
+
+    UNREADABLE_NAMED = 5  # how many skipped files a warning names (the count is always complete)
 
     def __init__(self, folder: Path) -> None:
-        self._paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self._paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self._paths:
             raise SourceError(f"folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); point --source at images")
         self.frame_count = len(self._paths)
         self.description = str(folder)
+        self.unreadable: list[Path] = []
 
     def __iter__(self) -> Iterator[Frame]:
-        for index, path in enumerate(self._paths):
+        index = 0
+        for path in self._paths:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
-                raise SourceError(f"cannot decode image {path}; remove or replace the file")
+                self.unreadable.append(path)
+                self.frames_unreadable += 1
+                continue
             yield Frame(index, image, None, str(path))
+            index += 1
+
+    def warnings(self, frames_read: int) -> list[str]:
+        if not self.unreadable:
+            return []
+        named = ", ".join(path.name for path in self.unreadable[: self.UNREADABLE_NAMED])
+        more = len(self.unreadable) - self.UNREADABLE_NAMED
+        named += f" and {more} more" if more > 0 else ""
+        return [f"skipped {self.frames_unreadable} image(s) that did not decode ({named}); remove or replace them"]
 
 
 def open_source(text: str) -> FrameSource:

@@ -211,7 +211,10 @@ class FrameRefiner:
         """
         count = len(job.detections)
         inputs = job.detections.boxes[job.selected]
-        weights = refined_weight(outputs, self.policy, self.calibration, longer_sides(inputs))
+        # A non-finite output (damaged weights, an FP16 overflow) is not a gate decision: it gets its own status.
+        valid = np.isfinite(outputs).all(axis=1)
+        outputs = np.where(valid[:, None], outputs, 0.0)
+        weights = np.where(valid, refined_weight(outputs, self.policy, self.calibration, longer_sides(inputs)), 0.0)
         accepted = weights > 0
         width, height = job.frame_size
         # A refined box is an object in this frame; the window may reach past the frame edge.
@@ -222,13 +225,14 @@ class FrameRefiner:
         predicted_iou = np.full((count, 2), np.nan)
         scores = job.detections.scores
         if self.spec.predicts_iou:
-            predicted_iou[job.selected] = outputs[:, 4:6]
+            predicted_iou[job.selected] = np.where(valid[:, None], outputs[:, 4:6], np.nan)
             if self.calibration.score_power > 0:
                 scores = scores.copy()
-                scores[job.selected] = rescored(scores[job.selected], outputs, weights, self.calibration.score_power)
+                fitted = rescored(scores[job.selected], outputs, weights, self.calibration.score_power)
+                scores[job.selected] = np.where(valid, fitted, scores[job.selected])
         status = list(job.status)
-        for index, ok in zip(job.selected, accepted, strict=True):
-            status[index] = RefineStatus.REFINED if ok else RefineStatus.GATED
+        for index, ok, finite in zip(job.selected, accepted, valid, strict=True):
+            status[index] = RefineStatus.INVALID if not finite else RefineStatus.REFINED if ok else RefineStatus.GATED
         return RefinedDetections(job.detections, refined_boxes, tuple(status), predicted_iou, scores)
 
     def _infer(self, crops: object, vectors: np.ndarray) -> np.ndarray:
@@ -285,6 +289,7 @@ def build_frame_refiner(
     gpu_crops: bool | None = None,
     triton_url: str | None = None,
     triton_model: str | None = None,
+    triton_timeout_s: float | None = None,
 ) -> FrameRefiner:
     """A FrameRefiner for a detector's classes: the one place one is put together.
 
@@ -302,7 +307,8 @@ def build_frame_refiner(
     names = (*spec.class_names, OTHER_CLASS) if detector_class_names is None else tuple(detector_class_names)
     mapping = ClassMapping.by_name(names, spec.class_names)
     runtime = model if isinstance(model, RefinerBackend) else open_backend(
-        backend, model, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model
+        backend, model, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model,
+        triton_timeout_s=triton_timeout_s,
     )
     # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
     use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and takes_device_tensors(runtime)

@@ -31,6 +31,13 @@ def jsonl_frames(run_dir: Path) -> list[int]:
     return [json.loads(line)["frame"] for line in (run_dir / "detections.jsonl").read_text().splitlines()]
 
 
+def assert_frames_accounted(frames: dict[str, int], run_dir: Path) -> None:
+    """Every frame read is processed (one detections.jsonl line each, consecutive per stream), dropped or unfinished."""
+    assert frames["read"] == frames["processed"] + frames["dropped"] + frames["unfinished"]
+    assert min(frames.values()) >= 0
+    assert len(jsonl_frames(run_dir)) == frames["processed"]
+
+
 def baseline_config(source: Path, detections: Path, output: Path, **options) -> RunConfig:
     return RunConfig(source=str(source), detector=detections, refine=False, output=output, progress=False, **options)
 
@@ -38,12 +45,14 @@ def baseline_config(source: Path, detections: Path, output: Path, **options) -> 
 def test_a_dropped_live_stream_reconnects_and_the_summary_counts_it(tmp_path):
     clip, detections = write_clip(tmp_path / "clip.mp4", 12), write_mot_detections(tmp_path / "det.txt", 12)
     # A file read as a live stream "drops" at its end; reopening it is a real reconnect.
-    source = CaptureSource(str(clip), live=True, reconnect=QUICK_RECONNECT)
+    ticks = iter(range(1000))  # a clock that advances 0.4 s per reading: each outage lasts exactly 0.4 s
+    source = CaptureSource(str(clip), live=True, reconnect=QUICK_RECONNECT, clock=lambda: 0.4 * next(ticks))
     report = run(baseline_config(clip, detections, tmp_path / "run", max_frames=30), sources=[source])
     summary = read_summary(tmp_path / "run")
     assert report.exit_code == 0 and summary["status"] == "completed"
     assert summary["source"]["reconnects"] == 2 and summary["frames"]["read"] == 30
-    assert summary["frames"]["lost"] == source.frames_lost >= 0
+    assert source.fps == 25.0 and summary["frames"]["lost"] == 2 * 10  # two outages of 0.4 s at 25 FPS
+    assert_frames_accounted(summary["frames"], tmp_path / "run")
 
 
 def test_a_stream_that_stays_down_fails_after_its_tries_and_keeps_every_frame(tmp_path):
@@ -63,9 +72,8 @@ def test_interrupt_cuts_a_reconnect_back_off_short(tmp_path):
     frames = iter(source)
     next(frames), next(frames)
     threading.Timer(0.2, source.interrupt).start()
-    started = time.monotonic()
-    assert next(frames, None) is None  # the back-off was cut short: the stream ends instead of waiting 30 s
-    assert time.monotonic() - started < 5
+    # Cut short, the stream ends (None); not cut short, the reopen after 30 s succeeds and yields a frame.
+    assert next(frames, None) is None
 
 
 def corrupt_clip(path: Path, frames: int = 30) -> Path:

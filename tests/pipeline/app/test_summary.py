@@ -11,7 +11,7 @@ from tests.pipeline.app.test_streams import CountedFrames, baseline
 
 ONE_STREAM_KEYS = {
     "started_at", "source", "detector", "refiner", "device", "outputs", "status", "error", "exit_code", "elapsed_s", "fps",
-    "frames", "latency_ms", "queue_occupancy", "objects", "unfinished_stages", "refinement_change", "warnings",
+    "frames", "latency_ms", "queue_occupancy", "objects", "unfinished_stages", "refinement_change", "warnings", "files",
 }  # fmt: skip
 MANY_STREAM_KEYS = ONE_STREAM_KEYS - {"source"} | {"streams", "refiner_calls", "batch_timeout_ms"}
 
@@ -25,7 +25,7 @@ def test_one_stream_keeps_the_single_stream_layout_and_the_report_has_both(input
     report = run(baseline(inputs, tmp_path / "run"), sources=[CountedFrames(5)])
     summary = report.summary
     assert set(summary) == ONE_STREAM_KEYS and summary["outputs"] == {"detections": "detections.jsonl", "video": "annotated.mp4"}
-    assert summary["frames"] == {"read": 5, "processed": 5, "dropped": 0, "lost": 0}
+    assert summary["frames"] == {"read": 5, "processed": 5, "dropped": 0, "unfinished": 0, "lost": 0, "unreadable": 0}
     assert summary["source"]["description"] == "5 frames" and summary["latency_ms"]["end_to_end"]["count"] == 5
     assert set(report.streams_summary) == MANY_STREAM_KEYS and report.streams_summary["frames"]["cycles"] == 5
     assert output_files(summary) == "detections.jsonl, annotated.mp4, summary.json"
@@ -77,3 +77,19 @@ def test_an_engine_that_runs_on_onnx_runtime_is_a_one_line_warning(inputs, tmp_p
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warnings == [f"warning: --refiner {engine} is a TensorRT engine, but TensorRT cannot run here (it needs a CUDA GPU "
                         f"and the engine's runtime); ONNX Runtime ran the ONNX file built beside it, {onnx}, on cpu"]  # fmt: skip
+def test_change_stats_are_running_totals_with_bounded_memory():
+    import numpy as np
+
+    from pipeline.app.summary import ChangeStats
+    from pipeline.core.types import Detections, RefinedDetections, RefineStatus
+
+    def moved(refined: list[float]) -> RefinedDetections:
+        detections = Detections([[0, 0, 10, 10]], [0.9], [0], ("person",))
+        return RefinedDetections(detections, np.array([refined]), (RefineStatus.REFINED,), np.array([[0.5, 0.6]]))
+
+    stats = ChangeStats(keep=1)
+    stats.add(moved([0, 0, 10, 20]))  # IoU 0.5, sides move 2.5 px on average
+    stats.add(moved([1, 1, 11, 11]))  # IoU 81 / 119, 1 px
+    summary = stats.summary()
+    assert summary["changed"] == 2 and summary["iou_detector_vs_refined"] == {"mean": round((0.5 + 81 / 119) / 2, 4), "min": 0.5}
+    assert summary["side_shift_px"] == {"mean": 1.75, "p95": 1.0, "max": 2.5}  # p95 over the kept (most recent) shifts

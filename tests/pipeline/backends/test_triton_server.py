@@ -9,6 +9,7 @@ own virtualenv, created once under ~/.cache/bbrefinement/ and reused (about a mi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -147,18 +149,24 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """(gRPC URL, ONNX file the served model was made from)."""
+def server(tmp_path_factory) -> Iterator[tuple[Server, Path]]:
+    """(the running server, ONNX file the served model was made from)."""
     python = pytriton_python()
     out = tmp_path_factory.mktemp("triton")
     repository = build_repository(out)
     server = Server(python, repository / REFINER.stem, out / "server.log")
     try:
         print(f"server ready in {server.wait_ready(REFINER.stem):.1f} s", file=sys.stderr)
-        yield server.url, out / f"{REFINER.stem}.onnx"
+        yield server, out / f"{REFINER.stem}.onnx"
     finally:
         server.stop()
     assert server.process.returncode is not None
+
+
+@pytest.fixture(scope="module")
+def served(server) -> tuple[str, Path]:
+    """(gRPC URL, ONNX file the served model was made from)."""
+    return server[0].url, server[1]
 
 
 def random_batch(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,3 +229,98 @@ def test_pipeline_cli_runs_on_the_server_and_reports_its_time(served, tmp_path):
     server = summary["refiner"]["server"]
     assert server["model"] == REFINER.stem and server["requests"] >= 1 and server["compute_ms_mean"] > 0
     assert f"triton {REFINER.stem} at {url}: " in result.stderr  # the run's printed summary
+
+
+@contextlib.contextmanager
+def hung(server: Server) -> Iterator[None]:
+    """The server's process group stopped (SIGSTOP): connections open, nothing answers; continued afterwards."""
+    os.killpg(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(server.process.pid, signal.SIGCONT)
+
+
+def test_a_hung_server_is_an_error_at_the_deadline_that_says_hung(server):
+    process, onnx_path = server
+    url = process.url
+    remote = open_backend("triton", onnx_path, triton_url=url, triton_timeout_s=1.0)
+    try:
+        crops, vectors = random_batch(2, seed=0)
+        remote.refine(crops, vectors)  # answered while running
+        with hung(process), pytest.raises(BackendError) as caught:
+            remote.refine(crops, vectors)
+        message = str(caught.value)
+        assert "did not answer within the deadline" in message and "--triton-timeout-s" in message, message
+        assert "--triton-queue-timeout-ms" not in message and "\n" not in message
+        remote.refine(crops, vectors)  # answered again once the server continues
+    finally:
+        remote.close()
+
+
+def start_cli(url: str, run_dir: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pipeline", "--source", str(REPO / "assets" / "one-by-one-person-detection.mp4"),
+               "--refiner", str(REFINER), "--backend", "triton", "--triton-url", url, "--device", "cpu",
+               "--max-frames", "400", "--queue-size", "1", "--output", str(run_dir), *extra]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+
+
+def wait_for_lines(jsonl: Path, count: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not (jsonl.exists() and jsonl.read_bytes().count(b"\n") >= count):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+        time.sleep(0.02)
+
+
+def communicate_or_kill(process: subprocess.Popen) -> str:
+    """The child's stderr once it exits; killed (and its stderr shown) if it does not within STOP_TIMEOUT_S."""
+    try:
+        return process.communicate(timeout=STOP_TIMEOUT_S)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"the child did not exit in {STOP_TIMEOUT_S} s; stderr:\n{process.communicate()[1][-3000:]}")
+
+
+def finished_run(run_dir: Path) -> tuple[dict, int]:
+    """summary.json and the frames of detections.jsonl (whole lines, consecutive), which the video must hold too."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    lines = (run_dir / "detections.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == list(range(len(lines)))
+    frames = summary["frames"]
+    assert frames["read"] == frames["processed"] + frames["dropped"] + frames["unfinished"] and frames["processed"] == len(lines)
+    capture = cv2.VideoCapture(str(run_dir / "annotated.mp4"))
+    decoded = 0
+    while capture.read()[0]:
+        decoded += 1
+    capture.release()
+    assert decoded == len(lines)  # the video of the finished frames plays
+    return summary, len(lines)
+
+
+def test_ctrl_c_while_a_call_hangs_exits_before_the_server_answers_with_a_playable_video(server, tmp_path):
+    process_server, _ = server
+    cli = start_cli(process_server.url, tmp_path / "run", "--triton-timeout-s", "600")  # the deadline must not end it
+    wait_for_lines(tmp_path / "run" / "detections.jsonl", 3, cli)
+    with hung(process_server):
+        time.sleep(5.0)  # the refine stage's next call is (very likely) waiting on the stopped server by now
+        cli.send_signal(signal.SIGINT)
+        # the child must leave while the server is still stopped: it does not wait for a hung call
+        stderr = communicate_or_kill(cli)
+    assert cli.returncode == 130, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")][-1].startswith("error: interrupted by SIGINT")
+    summary, frames = finished_run(tmp_path / "run")
+    assert summary["status"] == "interrupted" and 0 < frames < 400
+
+
+def test_a_hung_server_fails_the_run_at_the_deadline_with_one_line(server, tmp_path):
+    process_server, _ = server
+    cli = start_cli(process_server.url, tmp_path / "run", "--triton-timeout-s", "2")
+    wait_for_lines(tmp_path / "run" / "detections.jsonl", 3, cli)
+    with hung(process_server):
+        stderr = communicate_or_kill(cli)
+    assert cli.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "did not answer within the deadline" in errors[0] and "--triton-timeout-s" in errors[0], stderr
+    summary, frames = finished_run(tmp_path / "run")
+    assert summary["status"] == "failed" and summary["unfinished_stages"] == [] and 0 < frames < 400

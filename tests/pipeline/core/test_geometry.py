@@ -75,6 +75,9 @@ def test_mixture_vector_is_one_hot_then_centre_and_size():
     np.testing.assert_allclose(vector, [[0, 1, 0, 0.5, 0.5, 0.5, 0.5]])
     unknown = mixture_vectors(np.array([7]), box, window, num_classes=3)
     assert unknown[0, :3].sum() == 0
+    # Off-centre and not square in window units: a swapped centre or width/height cannot pass.
+    off = mixture_vectors(np.array([2]), np.array([[4.0, 8.0, 20.0, 32.0]]), np.array([[0, 0, 40, 80]]), num_classes=3)
+    np.testing.assert_allclose(off, [[0, 0, 1, 0.3, 0.25, 0.4, 0.3]], atol=1e-6)
 
 
 def test_pairwise_iou_matches_torchvision():

@@ -168,3 +168,22 @@ def test_openvino_export_finds_the_boxes_of_the_pt_it_came_from(mot17_mini, open
         assert (ours.class_ids[first] == theirs.class_ids[second]).all()
         assert len(ious) >= 0.9 * max(len(ours), len(theirs))  # boxes near the threshold may come and go
         assert ious.min() > 0.95
+def test_committed_yolov8n_finds_the_golden_boxes_on_real_frames():
+    """The committed YOLOv8n on real frames of the bundled clip: xyxy boxes where the golden file says
+    (tests/pipeline/golden.py), so a box returned as xywh (or any other format slip) fails here."""
+    from tests.pipeline import golden
+
+    reference = golden.load()
+    detector = UltralyticsDetector(golden.DETECTOR, **golden.DETECTOR_OPTIONS)
+    images = golden.clip_frames()
+    for frame_data in reference["frames"]:
+        index = frame_data["index"]
+        found = detector.detect(Frame(index, images[index], None, f"clip#{index}"))
+        expected = frame_data["detections"]
+        assert [found.class_names[c] for c in found.class_ids] == [d["class"] for d in expected], index
+        np.testing.assert_allclose(found.boxes, [d["box"] for d in expected], rtol=0, atol=0.5, err_msg=f"frame {index}")
+        np.testing.assert_allclose(found.scores, [d["score"] for d in expected], rtol=0, atol=2e-3)
+        person = found.boxes[[found.class_names[c] == "person" for c in found.class_ids]][0]
+        height, width = images[index].shape[:2]
+        x1, y1, x2, y2 = person  # a standing person in the frame: corners in order, taller than wide
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height and (y2 - y1) > 1.5 * (x2 - x1)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
+import resource
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from pipeline.core.errors import OutputError
 from pipeline.core.types import NO_TRACK, Detections, Frame, FrameResult, RefinedDetections, RefineStatus, Tracks
 from pipeline.io.sinks import (
     DETECTOR_COLOUR,
@@ -20,6 +25,7 @@ from pipeline.io.sinks import (
     ProgressSink,
     draw_result,
     frame_record,
+    write_failure,
     write_summary,
 )
 
@@ -176,3 +182,68 @@ def test_progress_for_files_is_a_bar():
         progress.write(result())
     progress.close()
     assert "3/3" in stream.getvalue()
+
+
+@contextlib.contextmanager
+def size_limit(bytes_: int):
+    """A real per-file size limit (ulimit -f) on this process; Python ignores SIGXFSZ, so a write past it raises EFBIG."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (bytes_, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_jsonl_at_a_size_limit_ends_on_a_whole_line_and_names_file_and_cause(tmp_path):
+    path = tmp_path / "detections.jsonl"
+    line_bytes = len(json.dumps(frame_record(result(0)))) + 1
+    sink = JsonlSink(path)
+    with size_limit(int(line_bytes * 3.5)), pytest.raises(OutputError) as caught:
+        for index in range(10):
+            sink.write(result(index))
+    sink.close()
+    message = str(caught.value)
+    assert str(path) in message and "file size limit" in message and "\n" not in message
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and [json.loads(line)["frame"] for line in lines[:-1]] == [0, 1, 2]
+    assert sink.report() == {"frames": 3, "error": message}
+
+
+def test_video_at_a_size_limit_stops_in_time_and_stays_playable(tmp_path):
+    path = tmp_path / "annotated.mp4"
+    sink = AnnotatedVideoSink(path, fps=10)
+    noise = np.random.default_rng(0)
+    written = 0
+    with size_limit(600 * 1024), pytest.raises(OutputError, match="file size limit") as caught:
+        for index in range(400):  # noisy 320x240 frames: far more than 600 KiB of mp4v
+            frame = result(index, (240, 320))
+            frame.frame.image[:] = noise.integers(0, 256, frame.frame.image.shape, dtype=np.uint8)
+            sink.write(frame)
+            written += 1
+    sink.close()
+    assert 0 < written == sink.frames_written < 400 and str(path) in str(caught.value)
+    capture = cv2.VideoCapture(str(path))
+    decoded = 0
+    while capture.read()[0]:
+        decoded += 1
+    capture.release()
+    assert decoded == written
+
+
+def test_write_failure_names_the_cause():
+    assert "disk is full" in str(write_failure(Path("x.jsonl"), OSError(errno.ENOSPC, "No space left on device")))
+    assert "x.jsonl" in str(write_failure(Path("x.jsonl"), OSError(errno.EIO, "Input/output error")))
+
+
+def test_video_frames_of_another_size_are_resized_not_dropped(tmp_path):
+    sink = AnnotatedVideoSink(tmp_path / "annotated.mp4", fps=10)
+    for index, size in enumerate([(64, 96), (128, 96), (40, 50)]):
+        sink.write(result(index, size))
+    sink.close()
+    capture = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    shapes = []
+    while (frame := capture.read())[0]:
+        shapes.append(frame[1].shape[:2])
+    capture.release()
+    assert shapes == [(64, 96)] * 3 and sink.frames_written == 3

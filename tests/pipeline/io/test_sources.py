@@ -52,10 +52,26 @@ def test_image_folder_is_read_in_name_order_and_skips_other_files(tmp_path):
     assert frames[0].timestamp is None
 
 
-def test_undecodable_image_raises_while_reading(tmp_path):
+def test_undecodable_images_are_skipped_counted_and_named(tmp_path):
+    for index in range(5):
+        cv2.imwrite(str(tmp_path / f"{index:06d}.jpg"), np.full((8, 8, 3), 40 * index, np.uint8))
+    (tmp_path / "000001.jpg").write_bytes(b"")  # empty
+    (tmp_path / "000003.jpg").write_bytes(np.random.default_rng(0).bytes(5000))  # random bytes
+    (tmp_path / "sub.jpg").mkdir()  # a folder named like an image is not an image
+    source = open_source(str(tmp_path))
+    assert source.frame_count == 5
+    frames = list(source)
+    assert [Path(f.name).name for f in frames] == ["000000.jpg", "000002.jpg", "000004.jpg"]
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert source.frames_unreadable == 2
+    (warning,) = source.warnings(len(frames))
+    assert "skipped 2 image(s)" in warning and "000001.jpg" in warning and "000003.jpg" in warning
+
+
+def test_a_folder_of_only_undecodable_images_yields_nothing(tmp_path):
     (tmp_path / "000001.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(SourceError, match="cannot decode image"):
-        list(open_source(str(tmp_path)))
+    source = open_source(str(tmp_path))
+    assert list(source) == [] and source.frames_unreadable == 1
 
 
 @pytest.mark.parametrize(

@@ -76,3 +76,59 @@ def test_replace_spec_rewrites_calibration_but_not_the_network(tmp_path):
     assert all((before[k] == after[k]).all() for k in before)
     with pytest.raises(ModelFileError, match="only the spec's extra"):
         replace_spec(path, replace(spec, padding=0.3))
+
+
+def damage_weights(path, count: int = 4096, seed: int = 0) -> None:
+    """Random bytes written into the middle of the tensor data: the file still parses, the weights are wrong."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + count] = torch.randint(0, 256, (count,), generator=torch.Generator().manual_seed(seed),
+                                                  dtype=torch.uint8).numpy().tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_saved_spec_carries_the_weights_digest_and_damage_is_refused(tmp_path):
+    path = save_refiner(RefinerNet(SPEC), tmp_path / "m.safetensors")
+    digest = read_spec(path).weights_digest
+    assert digest.startswith("sha256:") and len(digest) == len("sha256:") + 64
+    damage_weights(path)
+    with pytest.raises(ModelFileError, match="do not match the digest") as caught:
+        load_refiner(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_digest_depends_on_weights_not_metadata(tmp_path):
+    from dataclasses import replace
+
+    from pipeline.model.checkpoint import replace_spec
+
+    model = RefinerNet(SPEC)
+    path = save_refiner(model, tmp_path / "m.safetensors")
+    digest = read_spec(path).weights_digest
+    replace_spec(path, replace(SPEC, extra={"calibration.score_power": "1"}))
+    assert read_spec(path).weights_digest == digest
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3
+    assert read_spec(save_refiner(model, tmp_path / "other.safetensors")).weights_digest != digest
+
+
+def test_a_file_without_digest_loads_and_seal_adds_it(tmp_path):
+    from safetensors.torch import save_file
+
+    from pipeline.model.checkpoint import seal
+
+    model = RefinerNet(SPEC).eval()
+    old = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(old),
+              metadata={SPEC_KEY: SPEC.to_json(), "bbrefinement.train": "{}"})
+    assert read_spec(old).weights_digest == ""
+    load_refiner(old)  # loads unchecked
+    digest = seal(old)
+    assert read_spec(old).weights_digest == digest and digest.startswith("sha256:")
+    from safetensors import safe_open
+
+    with safe_open(str(old), framework="pt") as handle:
+        assert handle.metadata()["bbrefinement.train"] == "{}"
+    damage_weights(old)
+    with pytest.raises(ModelFileError, match="do not match the digest"):
+        load_refiner(old)

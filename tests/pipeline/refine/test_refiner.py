@@ -264,6 +264,27 @@ def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
     assert result.scores[0] == pytest.approx(0.9 * 0.7**2, rel=1e-3)
     plain = refiner(FixedOutputs(spec, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7]))(frame(), detections)
     assert plain.scores[0] == pytest.approx(0.9)
+    # A weight far from 1 (sigmoid(0.2 / 0.2) = 0.731): the output box's IoU is the predictions mixed by that weight.
+    warm = replace(spec, extra=Calibration(0.2, 0.0, 2.0, "test").as_extra())
+    mixed = refiner(FixedOutputs(warm, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7]))(frame(), detections)
+    weight = 1 / (1 + math.exp(-1.0))
+    assert mixed.scores[0] == pytest.approx(0.9 * (0.5 + weight * 0.2) ** 2, rel=1e-4)
+    assert mixed.scores[0] != pytest.approx(0.9 * 0.7**2, rel=1e-2)
+
+
+@pytest.mark.parametrize("policy", ["replace", "gate", "blend"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_outputs_are_their_own_status_never_gated(policy, bad):
+    from dataclasses import replace
+
+    spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES)
+    spec = replace(spec, extra=Calibration(0.02, 0.0, 1.0, "test").as_extra())  # rescoring on: the score must stay
+    detections = Detections([[40, 40, 60, 80]], [0.8], [0], DETECTOR_CLASSES)
+    for row in ([bad, 0.2, 0.8, 0.8, 0.5, 0.7], [0.2, 0.2, 0.8, 0.8, bad, 0.7]):
+        result = refiner(FixedOutputs(spec, row), policy=policy)(frame(), detections)
+        assert result.status == (RefineStatus.INVALID,)
+        assert np.isnan(result.refined_boxes).all() and np.isnan(result.predicted_iou).all()
+        assert result.scores[0] == pytest.approx(0.8)
 
 
 def test_calibration_rejects_impossible_values():
