@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,15 +57,8 @@ def test_make_targets_exist(command):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", PIPELINE, ids=" ".join)
-def test_pipeline_commands_run(command, tmp_path):
-    clip = tmp_path / "camera.mp4"
-    capture = cv2.VideoCapture(str(REPO / "assets" / "one-by-one-person-detection.mp4"))
-    ok, image = capture.read()
-    capture.release()
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, image.shape[1::-1])
-    for _ in range(2):
-        writer.write(image)
-    writer.release()
+def test_pipeline_commands_run(command, tmp_path, demo_clip):
+    clip = demo_clip(tmp_path / "camera.mp4", 0, 2)
     arguments = [str(clip) if word == "camera.mp4" else word for word in command[3:]]
     if "--output" in arguments:
         arguments[arguments.index("--output") + 1] = str(tmp_path / "run")
