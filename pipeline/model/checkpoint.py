@@ -1,4 +1,10 @@
-"""One safetensors file is one whole model: weights plus the RefinerSpec in its metadata."""
+"""One safetensors file is one whole model: weights plus the RefinerSpec in its metadata.
+
+Storage precision: training writes float32 (what its validation measured); a committed refiner is
+stored as float16 (`half_precision_copy`, command `python -m train.export_fp16`), half the clone
+size, its boxes within 0.1 px of the float32 file's (tests/pipeline/model/test_checkpoint.py).
+Loading always gives float32 weights, whatever the file holds; the backends cast from there.
+"""
 
 from __future__ import annotations
 
@@ -19,26 +25,35 @@ if TYPE_CHECKING:  # the network (timm, torchvision: seconds to import) is neede
 
 
 def save_refiner(model: RefinerNet, path: Path, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write weights and spec atomically (temp file + rename), so a crash never leaves half a model."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write weights (float32) and spec atomically (temp file + rename), so a crash never leaves half a model."""
     metadata = {SPEC_KEY: model.spec.to_json(), **(extra_metadata or {})}
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(temporary), metadata=metadata)
-    temporary.replace(path)
-    return path
+    return _write(tensors, metadata, Path(path))
+
+
+def half_precision_copy(source: Path, target: Path) -> Path:
+    """Write `source` with every floating tensor as float16 (spec and metadata kept) to `target`.
+
+    Refuses a weight float16 cannot hold (beyond +-65504), rather than store an infinity.
+    """
+    tensors, metadata = _read(Path(source))
+    halved = {name: tensor.half() if tensor.is_floating_point() else tensor for name, tensor in tensors.items()}
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.equal(tensor.isfinite(), halved[name].isfinite()):
+            raise ModelFileError(f"{source}: tensor {name} has values beyond float16's range; keep this model in float32")
+    return _write(halved, metadata, Path(target))
 
 
 def replace_spec(path: Path, spec: RefinerSpec) -> Path:
-    """Rewrite a refiner file with another spec of the same network (e.g. new calibration), atomically."""
-    model = load_refiner(path)
-    if replace(spec, extra={}) != replace(model.spec, extra={}):
-        raise ModelFileError(f"{path} holds a {model.spec.name} network; only the spec's extra fields may change")
-    model.spec = spec
-    with safe_open(str(path), framework="pt") as handle:
-        kept = {key: value for key, value in (handle.metadata() or {}).items() if key != SPEC_KEY}
-    return save_refiner(model, path, kept)
+    """Rewrite a refiner file with another spec of the same network (e.g. new calibration), atomically.
+
+    The weights are copied as stored (a float16 file stays float16).
+    """
+    current = ModelFile.read(Path(path)).spec
+    if replace(spec, extra={}) != replace(current, extra={}):
+        raise ModelFileError(f"{path} holds a {current.name} network; only the spec's extra fields may change")
+    tensors, metadata = _read(Path(path))
+    return _write(tensors, {**metadata, SPEC_KEY: spec.to_json()}, Path(path))
 
 
 def load_refiner(checkpoint: ModelFile | Path, device: str | torch.device = "cpu") -> RefinerNet:
@@ -50,9 +65,23 @@ def load_refiner(checkpoint: ModelFile | Path, device: str | torch.device = "cpu
         raise ModelFileError(f"weights are loaded from a .safetensors checkpoint, not {checkpoint.path.name}")
     model = RefinerNet(checkpoint.spec)
     try:
-        model.load_state_dict(load_file(str(checkpoint.path), device="cpu"))
+        stored = load_file(str(checkpoint.path), device="cpu")
+        model.load_state_dict({name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in stored.items()})
     except (SafetensorError, RuntimeError, OSError) as error:
         raise ModelFileError(
             f"{checkpoint.path} does not match its own spec ({str(error).splitlines()[0]}); the file is corrupt"
         ) from error
     return model.to(device).eval()
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), framework="pt") as handle:
+        return {name: handle.get_tensor(name) for name in handle.keys()}, dict(handle.metadata() or {})
+
+
+def _write(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(temporary), metadata=metadata)
+    temporary.replace(path)
+    return path
