@@ -3,8 +3,9 @@
 Training writes float32 (runs/train/, git-ignored); the committed copy is float16, half the clone
 size. The copy is checked on real crops before it is kept: the default detector's boxes on frames
 of the bundled clip, refined by both files with the torch backend and the replace policy (the
-network's own boxes), must agree within TOLERANCE_PX and TOLERANCE_IOU (the person refiner: 0.16 px
-and 0.0034 at most, measured when its file was converted). The training log IN.log.jsonl is copied beside OUT.
+network's own boxes), must agree within TOLERANCE_PX and TOLERANCE_IOU (measured: the person refiner
+0.16 px and 0.0034 at most, the 80-class one 0.04 px and 0.0061; engines/README.md). The training
+log IN.log.jsonl is copied beside OUT.
 
 Example (the committed person refiner):
     python -m train.export_fp16 runs/train/refiner-person-lite0-160-edges.safetensors engines/refiner-person-lite0-160-edges.safetensors
@@ -28,7 +29,7 @@ from pipeline.model.checkpoint import half_precision_copy
 from pipeline.model.defaults import DEMO_VIDEO, default_detector
 
 TOLERANCE_PX = 0.5  # largest box side difference accepted, in pixels of the 768x432 clip
-TOLERANCE_IOU = 0.01  # largest predicted-IoU difference accepted
+TOLERANCE_IOU = 0.02  # largest predicted-IoU difference accepted
 FRAMES = tuple(range(0, 300, 30))  # 10 frames: people entering, crossing and leaving, and other objects
 CONF = 0.1  # low, for more (and poorer) boxes to compare on
 
