@@ -26,9 +26,8 @@ if TYPE_CHECKING:  # the network (timm, torchvision: seconds to import) is neede
 
 def save_refiner(model: RefinerNet, path: Path, extra_metadata: dict[str, str] | None = None) -> Path:
     """Write weights (float32) and spec atomically (temp file + rename), so a crash never leaves half a model."""
-    metadata = {SPEC_KEY: model.spec.to_json(), **(extra_metadata or {})}
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    return _write(tensors, metadata, Path(path))
+    return write_checkpoint(tensors, model.spec, extra_metadata or {}, Path(path))
 
 
 def half_precision_copy(source: Path, target: Path) -> Path:
@@ -36,12 +35,12 @@ def half_precision_copy(source: Path, target: Path) -> Path:
 
     Refuses a weight float16 cannot hold (beyond +-65504), rather than store an infinity.
     """
-    tensors, metadata = _read(Path(source))
+    tensors, spec, extra = read_checkpoint(Path(source))
     halved = {name: tensor.half() if tensor.is_floating_point() else tensor for name, tensor in tensors.items()}
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.equal(tensor.isfinite(), halved[name].isfinite()):
             raise ModelFileError(f"{source}: tensor {name} has values beyond float16's range; keep this model in float32")
-    return _write(halved, metadata, Path(target))
+    return write_checkpoint(halved, spec, extra, Path(target))
 
 
 def replace_spec(path: Path, spec: RefinerSpec) -> Path:
@@ -49,11 +48,28 @@ def replace_spec(path: Path, spec: RefinerSpec) -> Path:
 
     The weights are copied as stored (a float16 file stays float16).
     """
-    current = ModelFile.read(Path(path)).spec
+    tensors, current, extra = read_checkpoint(Path(path))
     if replace(spec, extra={}) != replace(current, extra={}):
         raise ModelFileError(f"{path} holds a {current.name} network; only the spec's extra fields may change")
-    tensors, metadata = _read(Path(path))
-    return _write(tensors, {**metadata, SPEC_KEY: spec.to_json()}, Path(path))
+    return write_checkpoint(tensors, spec, extra, Path(path))
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], RefinerSpec, dict[str, str]]:
+    """Tensors as stored (their dtype kept), the spec, and the other metadata (e.g. the training record)."""
+    spec = ModelFile.read(path).spec
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (a handle is no dict)
+        extra = {key: value for key, value in (handle.metadata() or {}).items() if key != SPEC_KEY}
+    return tensors, spec, extra
+
+
+def write_checkpoint(tensors: dict[str, torch.Tensor], spec: RefinerSpec, extra: dict[str, str], path: Path) -> Path:
+    """The one place a checkpoint is written: tensors as given, the spec and `extra` in the metadata, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(temporary), metadata={SPEC_KEY: spec.to_json(), **extra})
+    temporary.replace(path)
+    return path
 
 
 def load_refiner(checkpoint: ModelFile | Path, device: str | torch.device = "cpu") -> RefinerNet:
@@ -73,15 +89,3 @@ def load_refiner(checkpoint: ModelFile | Path, device: str | torch.device = "cpu
         ) from error
     return model.to(device).eval()
 
-
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    with safe_open(str(path), framework="pt") as handle:
-        return {name: handle.get_tensor(name) for name in handle.keys()}, dict(handle.metadata() or {})
-
-
-def _write(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(temporary), metadata=metadata)
-    temporary.replace(path)
-    return path

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from safetensors import safe_open
+import torch
 
-from pipeline.model.checkpoint import load_refiner, save_refiner
+from pipeline.model.checkpoint import load_refiner, read_checkpoint, save_refiner
 from pipeline.model.defaults import default_refiner
 from train import export_fp16
 from train.export_fp16 import main
@@ -25,8 +25,8 @@ def test_the_committed_refiner_in_float16_refines_real_crops_like_float32(tmp_pa
     assert main([str(source), str(target)]) == 0  # 1 beyond TOLERANCE_PX / TOLERANCE_IOU
     printed = capsys.readouterr().out
     assert "boxes on real crops" in printed and f"wrote {target}" in printed
-    with safe_open(str(target), framework="pt") as handle:
-        assert {str(handle.get_tensor(name).dtype) for name in handle.keys()} <= {"torch.float16", "torch.int64"}  # noqa: SIM118
+    tensors, spec, _ = read_checkpoint(target)
+    assert {tensor.dtype for tensor in tensors.values()} <= {torch.float16, torch.int64} and spec == load_refiner(source).spec
     assert target.stat().st_size < 0.55 * source.stat().st_size
     assert target.with_suffix(".log.jsonl").read_text() == source.with_suffix(".log.jsonl").read_text()
     assert sorted(target.parent.iterdir()) == sorted([target, target.with_suffix(".log.jsonl")])  # no unchecked copy left
