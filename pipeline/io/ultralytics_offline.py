@@ -14,7 +14,9 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / ".yolo"  # git-ignored
+from pipeline.model.defaults import writable_root
+
+DEFAULT_CONFIG_DIR = writable_root() / ".yolo"  # git-ignored in a checkout; installed: ~/.cache/bbrefinement/.yolo
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")  # the names Ultralytics would download
 
 

@@ -42,9 +42,9 @@ class ModelFile:
         """Check the file and read its spec: checkpoint metadata, ONNX metadata (graph checked too) or engine sidecar."""
         path = Path(path)
         if path.suffix not in MODEL_SUFFIXES:
-            raise ModelFileError(f"refiner {path} is not a {', '.join(MODEL_SUFFIXES)} file; pass --refiner MODEL")
+            raise ModelFileError(f"refiner {path} is not a {', '.join(MODEL_SUFFIXES)} file; name a refiner model file")
         if not path.is_file():
-            raise ModelFileError(f"refiner {path} does not exist; pass --refiner MODEL")
+            raise ModelFileError(f"refiner {path} does not exist; name an existing refiner model file")
         if path.suffix == ".engine":
             sidecar = read_sidecar(path)
             return cls(path, _spec_from(path, json.dumps(sidecar["spec"])), sidecar)

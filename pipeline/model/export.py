@@ -20,11 +20,11 @@ from torch import nn
 
 from pipeline.model.artifacts import BOXES, CROPS, SPEC_KEY, VECTORS, ModelFile, check_onnx_interface
 from pipeline.model.checkpoint import load_refiner
-from pipeline.model.defaults import ENGINES_DIR
+from pipeline.model.defaults import writable_root
 from pipeline.model.net import RefinerNet
 
 OPSET = 17
-ONNX_CACHE_DIR = ENGINES_DIR / "cache"
+ONNX_CACHE_DIR = writable_root() / "engines" / "cache"  # a checkout: engines/cache/; installed: ~/.cache/bbrefinement/engines/cache/
 CACHE_KEEP = 4  # ONNX exports kept in the cache (about 10 MB each for the committed refiners)
 
 
@@ -85,7 +85,7 @@ def export_onnx(model: RefinerNet, path: Path, max_batch: int, fp16: bool = Fals
 
 
 def cached_onnx(checkpoint: ModelFile | Path, cache_dir: Path | None = None, max_batch: int = 32) -> Path:
-    """ONNX for a checkpoint, exported once per checkpoint content (keyed by its SHA-256; default engines/cache/).
+    """ONNX for a checkpoint, exported once per checkpoint content (keyed by its SHA-256; default ONNX_CACHE_DIR).
 
     Only the CACHE_KEEP most recently used exports are kept, so runs on many checkpoints (tests,
     training experiments) do not pile up hundreds of MB unasked.

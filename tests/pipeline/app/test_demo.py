@@ -7,6 +7,7 @@ import json
 import cv2
 import pytest
 
+from pipeline.app import demo
 from pipeline.app.cli import main
 from pipeline.app.demo import CONTACT_SHEET_FILE
 
@@ -36,3 +37,11 @@ def test_synthetic_demo_runs_and_the_committed_refiner_lifts_the_committed_detec
     assert summary["status"] == "completed" and summary["refiner"]["policy"] == "blend"
     out = capsys.readouterr().out
     assert "refinement changes AP by +" in out and f"outputs in {tmp_path / 'demo'}/:" in out and "demo-scores.json" in out
+
+
+def test_an_installed_package_says_the_demos_need_a_checkout(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "DEMO_VIDEO", tmp_path / "missing.mp4")
+    monkeypatch.setattr(demo, "in_checkout", lambda: False)
+    assert main(["--source", "demo", "--output", str(tmp_path / "out")]) == 2
+    assert "the demos run from a checkout of the repository" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -4,7 +4,8 @@ The server runs the generated repository's model (name, tensors, batching, queue
 parameter from its config.pbtxt) with ONNX Runtime inside Triton's Python backend
 (tools/pytriton_refiner_server.py); the pipeline's TritonBackend must return what the in-process
 ONNX Runtime backend returns for the same ONNX file. PyTriton pins numpy<2, so the server gets its
-own virtualenv, created once under ~/.cache/bbrefinement/ and reused (about a minute the first time).
+own virtualenv, created once under ~/.cache/bbrefinement/ and reused (about a minute and ~500 MB the first
+time, announced on the terminal when it starts). Skip these tests: pytest -m "not triton_server".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +36,7 @@ from pipeline.core.errors import BackendError
 from pipeline.model.artifacts import read_spec
 from pipeline.model.defaults import default_refiner
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.triton_server]
 
 REPO = Path(__file__).resolve().parents[3]
 REFINER = default_refiner()
@@ -51,12 +53,14 @@ START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
 
 
-def pytriton_python() -> Path:
+def pytriton_python(config: pytest.Config) -> Path:
     """The virtualenv's interpreter, created and filled once; reused while its requirements are unchanged."""
     python, stamp = VENV / "bin" / "python", VENV / "bbrefinement-requirements.txt"
     wanted = "\n".join(REQUIREMENTS)
     if python.is_file() and stamp.is_file() and stamp.read_text() == wanted:
         return python
+    announce(config, f"creating a PyTriton virtualenv for the Triton server tests in {VENV} (downloads ~500 MB once, "
+                     f"about a minute); skip them with: pytest -m \"not triton_server\"")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
     started = time.perf_counter()
     install = subprocess.run(
@@ -70,6 +74,16 @@ def pytriton_python() -> Path:
     stamp.write_text(wanted)
     print(f"PyTriton virtualenv created in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return python
+
+
+def announce(config: pytest.Config, message: str) -> None:
+    """A line on the terminal now, through pytest's output capture, and again in the warnings summary."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n{message}", yellow=True, bold=True)
+    warnings.warn(message, stacklevel=2)
 
 
 def pypi_reachable() -> bool:
@@ -149,9 +163,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[tuple[Server, Path]]:
+def server(tmp_path_factory, pytestconfig) -> Iterator[tuple[Server, Path]]:
     """(the running server, ONNX file the served model was made from)."""
-    python = pytriton_python()
+    python = pytriton_python(pytestconfig)
     out = tmp_path_factory.mktemp("triton")
     repository = build_repository(out)
     server = Server(python, repository / REFINER.stem, out / "server.log")

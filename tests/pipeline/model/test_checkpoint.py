@@ -4,7 +4,7 @@ import torch
 from pipeline.core.errors import ModelFileError, SpecError
 from pipeline.core.spec import RefinerSpec
 from pipeline.model.artifacts import read_spec, SPEC_KEY
-from pipeline.model.checkpoint import load_refiner, save_refiner
+from pipeline.model.checkpoint import half_precision_copy, load_refiner, read_checkpoint, replace_spec, save_refiner
 from pipeline.model.net import RefinerNet
 
 SPEC = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=("a",))
@@ -132,3 +132,35 @@ def test_a_file_without_digest_loads_and_seal_adds_it(tmp_path):
     damage_weights(old)
     with pytest.raises(ModelFileError, match="do not match the digest"):
         load_refiner(old)
+
+
+def test_a_float16_copy_is_half_the_file_and_loads_as_float32(tmp_path):
+    from dataclasses import replace
+
+    model = RefinerNet(SPEC).eval()
+    full = save_refiner(model, tmp_path / "full.safetensors", {"bbrefinement.train": "{}"})
+    half = half_precision_copy(full, tmp_path / "half.safetensors")
+    tensors, spec, extra = read_checkpoint(half)
+    stored = {tensor.dtype for tensor in tensors.values()}
+    assert torch.float16 in stored and torch.float32 not in stored  # integer buffers (BN counters) stay integers
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert spec == SPEC and extra == {"bbrefinement.train": "{}"}
+    loaded = load_refiner(half)
+    assert {parameter.dtype for parameter in loaded.parameters()} == {torch.float32}
+    crops = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    vectors = torch.rand(2, SPEC.vector_size)
+    torch.testing.assert_close(loaded(crops, vectors), model(crops, vectors), atol=2e-2, rtol=0)
+    replace_spec(half, replace(SPEC, extra={"note": "recalibrated"}))  # calibrate --write keeps float16
+    tensors, spec, extra = read_checkpoint(half)
+    assert torch.float32 not in {tensor.dtype for tensor in tensors.values()}
+    assert spec.extra == {"note": "recalibrated"} and extra == {"bbrefinement.train": "{}"}
+
+
+def test_weights_float16_cannot_hold_are_refused(tmp_path):
+    model = RefinerNet(SPEC)
+    with torch.no_grad():
+        next(model.parameters()).fill_(1e6)
+    full = save_refiner(model, tmp_path / "full.safetensors")
+    with pytest.raises(ModelFileError, match="beyond float16's range"):
+        half_precision_copy(full, tmp_path / "half.safetensors")
+    assert not (tmp_path / "half.safetensors").exists()
