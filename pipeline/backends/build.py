@@ -37,12 +37,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.backends.base import RefinerBackend
+from pipeline.backends.base import FP32_TOLERANCE, RefinerBackend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.core.errors import BackendError, ModelFileError, SpecError
 from pipeline.backends.tensorrt import (
     CHOICES,
     CURRENT_TARGET,
+    ENGINE_TOLERANCE,
     PORTABLE_TARGETS,
     PRECISIONS,
     BatchProfile,
@@ -57,7 +58,7 @@ from pipeline.backends.tensorrt import (
 )
 from pipeline.backends.torch import TorchBackend
 from pipeline.core.spec import BACKBONES, RefinerSpec, paper_spec
-from pipeline.model.artifacts import file_sha256, sidecar_path, write_sidecar
+from pipeline.model.artifacts import ModelFile, file_sha256, sidecar_path, write_sidecar
 from pipeline.model.checkpoint import load_refiner
 from pipeline.model.defaults import ENGINES_DIR
 from pipeline.model.export import export_onnx
@@ -65,10 +66,7 @@ from pipeline.model.net import RefinerNet
 from pipeline.model.random_init import random_inputs, random_refiner
 from pipeline.model.triton_repo import Batching, write_triton_repository
 
-ONNX_TOLERANCE = 1e-4  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
-# Engines against FP32 torch: FP32 engines use TF32 convolutions by default, FP16 ones half precision.
-# Sanity bounds for a broken build (wrong channel order, wrong profile), not accuracy claims.
-ENGINE_TOLERANCE = {"fp32": 5e-3, "fp16": 5e-2}
+ONNX_TOLERANCE = FP32_TOLERANCE  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
 PARITY_BATCH = 8
 
 
@@ -176,7 +174,7 @@ def build_one(
     say_if_overwriting(onnx_path)
     onnx_path = export_onnx(model, onnx_path, options.max_batch)
     seconds = time.perf_counter() - started
-    difference = probe.difference(OnnxRuntimeBackend(onnx_path, "cpu", options.max_batch, threads=os.cpu_count()))
+    difference = probe.difference(OnnxRuntimeBackend(ModelFile(onnx_path, spec), "cpu", options.max_batch, threads=os.cpu_count()))
     print(f"{onnx_path.stem}: {_shown(onnx_path)} in {seconds:.1f} s; ONNX Runtime vs torch max |diff| {difference:.1e}")
     require_parity(onnx_path, "ONNX Runtime", difference, ONNX_TOLERANCE)
     onnx_fields = {"artifact": onnx_path.name, "precision": "fp32", "profile": None, "tensorrt": None, "gpu": None}
@@ -240,7 +238,7 @@ def build_one_engine(
         print(f"{shown}; not executed: {not_run}")
         write_sidecar(engine_path, {**fields, "executed": False, "not_executed_because": not_run})
         return
-    difference = probe.difference(TensorRTBackend(engine_path, "cuda", options.max_batch))
+    difference = probe.difference(TensorRTBackend(ModelFile.read(engine_path), "cuda", options.max_batch))
     print(f"{shown}; engine vs torch max |diff| {difference:.1e}")
     require_parity(engine_path, f"the {options.precision} engine", difference, ENGINE_TOLERANCE[options.precision])
     write_sidecar(engine_path, {**fields, "executed": True, "max_abs_difference_vs_torch": difference})

@@ -235,16 +235,9 @@ class FrameRefiner:
     def _backend_input(self, crops: object) -> object:
         """Host arrays go as they are; a device tensor from the GPU cropper goes straight to a backend
         that computes on that device (torch, TensorRT), and is copied to the host for any other."""
-        if isinstance(crops, np.ndarray) or (takes_device_tensors(self.backend) and self.backend.device == crops.device):
+        if isinstance(crops, np.ndarray) or (self.backend.takes_device_tensors and self.backend.device == crops.device):
             return crops
         return crops.cpu().numpy()
-
-
-def takes_device_tensors(backend: RefinerBackend) -> bool:
-    """True for backends that compute on torch tensors and accept crops already on their device."""
-    from pipeline.backends.torch import TensorInputBackend  # lazy: only GPU-crop decisions need torch
-
-    return isinstance(backend, TensorInputBackend)
 
 
 def merge_iteration(previous: RefinedDetections, again: RefinedDetections) -> RefinedDetections:
@@ -293,7 +286,7 @@ def build_frame_refiner(
         backend, model, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model
     )
     # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
-    use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and takes_device_tensors(runtime)
+    use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and runtime.takes_device_tensors
     if use_gpu_crops:
         from pipeline.refine.gpu_crops import GpuCropper
 

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from pipeline.backends import build, open_backend
-from pipeline.backends.build import ENGINE_TOLERANCE
+from pipeline.backends.tensorrt import ENGINE_TOLERANCE
 from pipeline.backends.tensorrt import Flavour, TensorRTBackend, check_built_for, select_flavour
 from pipeline.backends.torch import TorchBackend
 from pipeline.core.errors import BackendError
 from pipeline.core.spec import RefinerSpec
-from pipeline.model.artifacts import read_sidecar, sidecar_path
+from pipeline.model.artifacts import ModelFile, read_sidecar, sidecar_path
 from pipeline.model.random_init import random_inputs, random_refiner
 
 gpu_reason = None if torch.cuda.is_available() else "torch sees no CUDA GPU"
@@ -44,7 +44,7 @@ def test_engine_without_a_gpu_is_a_clear_backend_error(tmp_path):
     spec = RefinerSpec(backbone="efficientnet_b0", input_size=128, class_names=("person",))
     sidecar_path(engine).write_text(json.dumps({"spec": json.loads(spec.to_json()), **rtx_sidecar()}))
     with pytest.raises(BackendError, match=r"TensorRT-RTX 1\.\S+ needs a CUDA GPU to run; torch sees none"):
-        TensorRTBackend(engine)
+        TensorRTBackend(ModelFile.read(engine))
 
 
 def test_rtx_engine_for_other_gpus_is_refused_naming_the_rebuild_for_this_one(tmp_path):
@@ -101,7 +101,7 @@ def test_engine_matches_torch_and_records_where_it_was_built(engine):
 
 @needs_tensorrt_gpu
 def test_engine_takes_crops_already_on_the_gpu_from_several_threads(engine):
-    backend = TensorRTBackend(engine[0])
+    backend = TensorRTBackend(ModelFile.read(engine[0]))
     crops, vectors = random_inputs(backend.spec, 6, seed=6)
     expected = backend.refine(crops, vectors)
     on_gpu = torch.from_numpy(crops).cuda()
@@ -131,5 +131,5 @@ def test_engine_from_another_machine_is_refused_with_the_rebuild_command(engine,
     with pytest.raises(
         BackendError, match=r"built with TensorRT(-RTX)? 9\.0\.0 .*rebuild it here: python build_engine.py --backbones b0"
     ) as error:
-        TensorRTBackend(copy)
+        TensorRTBackend(ModelFile.read(copy))
     assert "\n" not in str(error.value)
