@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.backends.base import FP32_TOLERANCE, RefinerBackend
+from pipeline.backends.base import FP32_TOLERANCE, BackendOptions, BackendUnavailable, RefinerBackend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
+from pipeline.backends.registry import REGISTRY
 from pipeline.core.errors import BackendError, ModelFileError, SpecError
 from pipeline.backends.tensorrt import (
     CHOICES,
@@ -177,14 +178,42 @@ def build_one(
     difference = probe.difference(OnnxRuntimeBackend(ModelFile(onnx_path, spec), "cpu", options.max_batch, threads=os.cpu_count()))
     print(f"{onnx_path.stem}: {_shown(onnx_path)} in {seconds:.1f} s; ONNX Runtime vs torch max |diff| {difference:.1e}")
     require_parity(onnx_path, "ONNX Runtime", difference, ONNX_TOLERANCE)
+    others = cpu_runtimes_parity(ModelFile(onnx_path, spec), options.max_batch, probe)
     onnx_fields = {"artifact": onnx_path.name, "precision": "fp32", "profile": None, "tensorrt": None, "gpu": None}
     write_sidecar(
-        onnx_path, {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference}
+        onnx_path,
+        {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference,
+         "cpu_runtimes_vs_torch": others},
     )
     if flavour is None:
         return onnx_path, None
     build_one_engine(model, onnx_path, common, options, probe, flavour)
     return onnx_path, onnx_path.with_suffix(".engine")
+
+
+def cpu_runtimes_parity(onnx: ModelFile, max_batch: int, probe: Probe) -> dict[str, dict]:
+    """Every other registered runtime that runs this ONNX on the CPU, at its default precision, against torch.
+
+    OpenVINO compiles the graph here, which also fills its compiled-model cache (engines/cache/openvino/).
+    A runtime not installed here is recorded as such; one that computes something else fails the build.
+    """
+    found: dict[str, dict] = {}
+    for entry in REGISTRY:
+        if entry.runs != ".onnx" or "cpu" not in entry.devices or entry.name == OnnxRuntimeBackend.name:
+            continue
+        try:
+            backend = entry.open(onnx, "cpu", max_batch, BackendOptions(threads=os.cpu_count()))
+        except BackendUnavailable as error:
+            found[entry.name] = {"skipped": str(error)}
+            print(f"{onnx.path.stem}: {entry.label} not checked: {error}")
+            continue
+        difference = probe.difference(backend)
+        precision = getattr(backend, "precision", "fp32")
+        print(f"{onnx.path.stem}: {entry.label} ({precision}) vs torch max |diff| {difference:.1e}")
+        require_parity(onnx.path, f"{entry.label} ({precision})", difference, backend.parity_tolerance)
+        found[entry.name] = {"precision": precision, "max_abs_difference": difference, "tolerance": backend.parity_tolerance}
+        backend.close()
+    return found
 
 
 def build_one_engine(

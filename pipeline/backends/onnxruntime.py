@@ -1,4 +1,4 @@
-"""ONNX Runtime: the default backend, on the CPU everywhere and on CUDA where onnxruntime-gpu is installed."""
+"""ONNX Runtime: the portable backend, on the CPU everywhere (`auto`'s fallback there) and on CUDA where onnxruntime-gpu is installed."""
 
 from __future__ import annotations
 

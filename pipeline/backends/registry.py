@@ -9,6 +9,7 @@ runtimes receive the file they run as a ModelFile (read once) and an already res
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from pipeline.backends.base import BackendOptions, BackendUnavailable, RefinerBackend
 from pipeline.backends.derived import WHAT, file_to_run, sources_of
-from pipeline.core.errors import BackendError, ModelFileError
+from pipeline.backends.fastest import open_fastest, try_open
+from pipeline.core.errors import BackendError
 from pipeline.model.artifacts import ModelFile
 from pipeline.model.defaults import resolve_device
 
@@ -35,6 +37,7 @@ class Registered:
     runs: str | None  # the model-file kind it executes; None: any (it reads only the spec)
     devices: tuple[str, ...]  # device types it computes on
     auto: bool = True  # `auto` may pick it (a client of a server needs its address, so it is never picked)
+    timed: bool = False  # on the CPU, `auto` times it against the other timed runtimes and keeps the fastest
 
     @property
     def accepts(self) -> tuple[str, ...]:
@@ -68,7 +71,8 @@ class Registered:
 # In the order `auto` tries them.
 REGISTRY: tuple[Registered, ...] = (
     Registered("tensorrt", "TensorRT", "pipeline.backends.tensorrt:TensorRTBackend", ".engine", ("cuda",)),
-    Registered("onnxruntime", "ONNX Runtime", "pipeline.backends.onnxruntime:OnnxRuntimeBackend", ".onnx", ("cpu", "cuda")),
+    Registered("openvino", "OpenVINO", "pipeline.backends.openvino:OpenVinoBackend", ".onnx", ("cpu",), timed=True),
+    Registered("onnxruntime", "ONNX Runtime", "pipeline.backends.onnxruntime:OnnxRuntimeBackend", ".onnx", ("cpu", "cuda"), timed=True),
     Registered("torch", "torch", "pipeline.backends.torch:TorchBackend", ".safetensors", ("cpu", "cuda")),
     Registered("triton", "Triton", "pipeline.backends.triton:TritonBackend", None, (REMOTE,), auto=False),
 )
@@ -85,36 +89,46 @@ def open_backend(
     cuda_graphs: bool = False,
     triton_url: str | None = None,
     triton_model: str | None = None,
+    precision: str | None = None,
 ) -> RefinerBackend:
     """Open a runtime for a checkpoint (.safetensors), an ONNX file or a TensorRT engine (with its sidecar).
 
-    `auto` tries TensorRT (an engine for this model, the flavour that built it and a GPU), then ONNX
-    Runtime (CUDA provider when usable, else CPU), then torch. A checkpoint is exported to ONNX once, cached
+    `auto` tries TensorRT (an engine for this model, the flavour that built it and a GPU), then, on the
+    CPU, the fastest of OpenVINO and ONNX Runtime (timed once per model and machine,
+    pipeline.backends.fastest; ONNX Runtime alone where OpenVINO is missing or fails), on CUDA ONNX
+    Runtime's CUDA provider where usable, then torch. A checkpoint is exported to ONNX once, cached
     by content hash under engines/cache/. `device` None: CUDA when torch sees a GPU, else the CPU.
-    `cuda_graphs` applies to the torch backend on CUDA only.
+    `cuda_graphs` applies to the torch backend on CUDA only; `precision` to OpenVINO ("fp32" forces
+    full precision; None: BF16 where the CPU has it).
     `triton`: the model `triton_model` (default: the model file's stem, the name build_engine.py
     --triton-repo gives it) on the server at `triton_url`, which must serve the model file's spec.
     """
     if kind not in KINDS:
         raise BackendError(f"backend {kind!r} is not one of {', '.join(KINDS)}")
     model = ModelFile.of(model)
-    options = BackendOptions(cuda_graphs=cuda_graphs, triton_url=triton_url, triton_model=triton_model)
+    options = BackendOptions(cuda_graphs=cuda_graphs, triton_url=triton_url, triton_model=triton_model, precision=precision)
     if kind != "auto" and REMOTE in BACKENDS[kind].devices:
         return BACKENDS[kind].open(model, REMOTE, max_batch, options)
     device = local_device(device)
     if kind != "auto":
         return BACKENDS[kind].open(model, device, max_batch, options)
     reasons: list[str] = []
+    timed = [entry for entry in REGISTRY if entry.auto and entry.timed] if device == "cpu" else []
     for entry in REGISTRY:
-        if not entry.auto:
+        if not entry.auto or (entry in timed and entry is not timed[0]):
             continue
-        try:
-            backend = entry.open(model, device, max_batch, options)
-        except (BackendError, ModelFileError) as error:
-            (log.info if isinstance(error, BackendUnavailable) else log.warning)("backend %s skipped: %s", entry.name, error)
-            reasons.append(f"{entry.name}: {error}")
-            continue
-        log.info("backend auto -> %s on %s for %s", entry.name, backend.device, model.path)
+        if entry in timed:  # the CPU runtimes, timed against each other where the first of them stands
+            openers = {other.name: functools.partial(other.open, model, device, max_batch, options) for other in timed}
+            found = open_fastest(openers, model, options, reasons)
+            if found is None:
+                continue
+            backend, why = found
+        else:
+            opened = try_open(entry.name, functools.partial(entry.open, model, device, max_batch, options), reasons)
+            if opened is None:
+                continue
+            backend, why = opened, "the first in the registry's order that opens"
+        log.info("backend auto -> %s on %s for %s: %s", backend.name, backend.device, model.path, why)
         return backend
     raise BackendError(f"no backend can run {model.path} ({' | '.join(reasons)})")
 

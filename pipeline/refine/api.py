@@ -48,8 +48,10 @@ class RefineResult:
 class Refiner:
     """Refine detector boxes with a refiner model file (.safetensors, .onnx or .engine).
 
-    `path` None: the committed person refiner. `backend` "auto" picks TensorRT, ONNX Runtime or
-    torch; `device` None: CUDA when available. Not thread-safe: use one Refiner per thread.
+    `path` None: the committed person refiner. `backend` "auto" picks TensorRT on a GPU, the faster of
+    OpenVINO and ONNX Runtime on a CPU, else torch; `device` None: CUDA when available; `precision`
+    "fp32" keeps OpenVINO at full precision (None: BF16 where the CPU has it). Not thread-safe: use
+    one Refiner per thread.
     """
 
     def __init__(
@@ -63,12 +65,13 @@ class Refiner:
         flip_tta: bool = False,
         iterations: int = 1,
         max_batch: int = 32,
+        precision: str | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_refiner()
         self.device = resolve_device(device)
         self._frame_refiner = build_frame_refiner(
             self.path, None, backend=backend, device=self.device, max_batch=max_batch,
-            min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations,
+            min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations, precision=precision,
         )
         self.spec = self._frame_refiner.spec
         self._index = {canonical_name(name): index for index, name in enumerate(self.spec.class_names)}

@@ -266,11 +266,13 @@ def build_frame_refiner(
     gpu_crops: bool | None = None,
     triton_url: str | None = None,
     triton_model: str | None = None,
+    precision: str | None = None,
 ) -> FrameRefiner:
     """A FrameRefiner for a detector's classes: the one place one is put together.
 
     `model`: a refiner file (read once here, or already read) or a backend already open (benchmarks
-    that share or wrap one; `backend`, `device`, `max_batch` and the triton options are then unused).
+    that share or wrap one; `backend`, `device`, `max_batch`, `precision` and the triton options are then unused).
+    `precision` "fp32" keeps OpenVINO at full precision (None: BF16 where the CPU has it).
     The class mapping is checked from the model's spec before the model is loaded (exporting a
     checkpoint to ONNX the first time takes seconds); `detector_class_names` None: the refiner's own
     classes plus OTHER_CLASS, for callers that name classes per box (Refiner). `queue_size`: crops live in a ring of
@@ -283,7 +285,7 @@ def build_frame_refiner(
     names = (*spec.class_names, OTHER_CLASS) if detector_class_names is None else tuple(detector_class_names)
     mapping = ClassMapping.by_name(names, spec.class_names)
     runtime = model if isinstance(model, RefinerBackend) else open_backend(
-        backend, model, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model
+        backend, model, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model, precision=precision
     )
     # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
     use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and runtime.takes_device_tensors

@@ -40,6 +40,8 @@ def test_random_backbone_builds_onnx_with_sidecar_and_reports_parity(tmp_path):
     assert set(sidecar["versions"]) >= {"torch", "onnx", "onnxruntime"}
     assert sidecar["rebuild_command"].startswith("python build_engine.py --backbones b0 --classes person")
     assert "ONNX Runtime vs torch max |diff|" in result.stdout
+    openvino = sidecar["cpu_runtimes_vs_torch"]["openvino"]  # every registered CPU runtime of the ONNX is checked
+    assert "skipped" in openvino or (openvino["max_abs_difference"] <= openvino["tolerance"] and "OpenVINO (" in result.stdout)
     engine = read_sidecar(tmp_path / "refiner-efficientnet_b0-224.engine")  # TensorRT-RTX builds without a GPU
     assert engine["tensorrt_flavour"] in ("rtx", "tensorrt") and engine["profile"] == {"minimum": 1, "optimum": 4, "maximum": 4}
     assert f"--trt {engine['tensorrt_flavour']} " in engine["rebuild_command"]  # what auto chose, not "auto"

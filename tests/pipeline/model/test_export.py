@@ -120,10 +120,12 @@ def test_checkpoint_is_exported_once_per_content(small_model, small_checkpoint, 
 
 def test_the_export_cache_keeps_only_the_most_recently_used_entries(tmp_path):
     cache = tmp_path / "cache"
-    for age, name in enumerate(["newest", "second", "third", "oldest"]):
+    names = {"newest": "a" * 16, "second": "b" * 16, "third": "c" * 16, "oldest": "d" * 16, "openvino": "openvino"}
+    for age, name in enumerate(names.values()):
         entry = cache / name
         entry.mkdir(parents=True)
         (entry / "model.onnx").write_bytes(b"x")
         os.utime(entry, (1_000_000 - age * 100, 1_000_000 - age * 100))
     prune_cache(cache, 2)
-    assert sorted(entry.name for entry in cache.iterdir()) == ["newest", "second"]
+    # Other caches' folders (the oldest here) are not exports and stay.
+    assert sorted(entry.name for entry in cache.iterdir()) == sorted([names["newest"], names["second"], "openvino"])
