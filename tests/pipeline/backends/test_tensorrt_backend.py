@@ -6,8 +6,6 @@ which is missing. On a GPU the engines are built for it: `--compute-capability c
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import threading
 from types import SimpleNamespace
@@ -66,21 +64,22 @@ def test_rtx_engine_for_other_gpus_is_refused_naming_the_rebuild_for_this_one(tm
 
 @pytest.fixture(scope="module", params=["fp16", "fp32"])
 def engine(request, tmp_path_factory):
-    """A B0 engine built by build_engine.py itself for this GPU (so the CLI's TensorRT path runs too), per precision.
+    """A B0 engine built by build_engine.py's library for this GPU (so the build's TensorRT path runs too), per precision.
 
     Where the GPU cannot take an engine (TensorRT-RTX has no sm90: an H100/H200 without data-center
     tensorrt), the tests skip with TensorRT's own words.
     """
     out = tmp_path_factory.mktemp(f"engine-{request.param}")
-    arguments = ["--backbones", "b0", "--max-batch", "8", "--precision", request.param, "--out", str(out)]
-    with contextlib.redirect_stderr(io.StringIO()) as stderr:
-        code = build.main([*arguments, "--compute-capability", "current"])
+    options = build.BuildOptions(out=out, max_batch=8, precision=request.param, compute_capability=("current",))
+    try:
+        build.build_all(build.models_to_build(backbones=("b0",)), options)
+    except build.ParityError as error:  # built and ran, but computes something else: a real failure
+        pytest.fail(str(error))
+    except BackendError as error:
+        pytest.skip(f"no {request.param} engine for this GPU: {error}")
     engines = list(out.glob("*.engine"))
-    if "differs from torch" in stderr.getvalue():
-        pytest.fail(stderr.getvalue().strip())  # built and ran, but computes something else: a real failure
-    if code != 0 or not engines:
-        reason = stderr.getvalue().strip().splitlines()[-1:] or ["build_engine.py built no engine (no TensorRT flavour here)"]
-        pytest.skip(f"no {request.param} engine for this GPU: {reason[0]}")
+    if not engines:
+        pytest.skip(f"no {request.param} engine for this GPU: build_engine.py built none (no TensorRT flavour here)")
     return engines[0], request.param
 
 
