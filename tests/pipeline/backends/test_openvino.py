@@ -60,3 +60,23 @@ def test_compiled_models_are_cached_under_engines_cache(small_checkpoint, privat
     assert cached, "no compiled model in the cache folder"
     open_backend("openvino", small_checkpoint, "cpu")  # a restart reads it back
     assert sorted(cached) == sorted((private_engine_dirs / "engines" / "cache" / "openvino").iterdir())
+
+
+@pytest.mark.slow
+def test_the_cli_runs_the_synthetic_demo_on_openvino_end_to_end(tmp_path):
+    """`python -m pipeline --backend openvino`: the choice comes from the registry and the run says which backend ran."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    command = [sys.executable, "-m", "pipeline", "--source", "synthetic", "--backend", "openvino", "--max-frames", "3",
+               "--output", str(tmp_path / "demo")]
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "demo" / "run" / "summary.json").read_text())
+    assert summary["refiner"]["backend"] == "openvino" and summary["refiner"]["device"] == "cpu"
+    assert summary["frames"]["processed"] == 3
+    scores = json.loads((tmp_path / "demo" / "demo-scores.json").read_text())
+    assert scores["refined"]["AP"] >= 0 and scores["detector"]["AP"] >= 0
