@@ -44,6 +44,7 @@ class BackendOptions:
     triton_model: str | None = None
     threads: int | None = None
     precision: str | None = None
+    device_named: bool = True  # False: the device was resolved from None, so a runtime may fall back to the CPU
 
 
 def default_cpu_threads() -> int:

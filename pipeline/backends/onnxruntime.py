@@ -50,6 +50,9 @@ class OnnxRuntimeBackend(RefinerBackend):
 
     @classmethod
     def open(cls, artifact: ModelFile, device: str, max_batch: int, options: BackendOptions) -> OnnxRuntimeBackend:
+        """A GPU that only the default device found, without onnxruntime-gpu, leaves ONNX Runtime on the CPU."""
+        if device.startswith("cuda") and not options.device_named and not cuda_provider_available():
+            device = "cpu"
         return cls(artifact, device, max_batch, options.threads)
 
     def _run(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:

@@ -106,7 +106,9 @@ def open_backend(
     if kind not in KINDS:
         raise BackendError(f"backend {kind!r} is not one of {', '.join(KINDS)}")
     model = ModelFile.of(model)
-    options = BackendOptions(cuda_graphs=cuda_graphs, triton_url=triton_url, triton_model=triton_model, precision=precision)
+    options = BackendOptions(
+        cuda_graphs=cuda_graphs, triton_url=triton_url, triton_model=triton_model, precision=precision, device_named=device is not None
+    )
     if kind != "auto" and REMOTE in BACKENDS[kind].devices:
         return BACKENDS[kind].open(model, REMOTE, max_batch, options)
     device = local_device(device)
