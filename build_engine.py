@@ -15,7 +15,6 @@ from pipeline.backends.tensorrt import CHOICES, PORTABLE_TARGETS, PRECISIONS, Te
 from pipeline.core.errors import BackendError, BBRefinementError
 from pipeline.core.spec import BACKBONES
 from pipeline.model.defaults import ENGINES_DIR
-from pipeline.model.triton_repo import Batching
 
 
 def backbone_list(text: str) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks.real_crops import real_crops
 from benchmarks.report import environment, markdown_table, write_report
-from pipeline.backends import BackendOptions, RefinerBackend, open_backend
+from pipeline.backends import BackendOptions, RefinerBackend
 from pipeline.backends.base import default_cpu_threads
 from pipeline.core.errors import BBRefinementError
 from pipeline.model.artifacts import ModelFile
