@@ -216,6 +216,7 @@ def tensorrt_rtx(
     """Build each model's FP16 engine (for this GPU, or the portable targets when dry) and run it where a GPU is."""
     from pipeline.core.errors import BackendError
     from pipeline.backends.tensorrt import CURRENT_TARGET, PORTABLE_TARGETS, TensorRTBackend, flavour_named
+    from pipeline.model.artifacts import ModelFile
 
     flavour = flavour_named("rtx")
     targets = PORTABLE_TARGETS if no_cuda else (CURRENT_TARGET,)
@@ -232,7 +233,7 @@ def tensorrt_rtx(
             runs.append({"model": label, "engine": engine, "skipped": f"running needs CUDA: {no_cuda}"})
             continue
         try:
-            backend = TensorRTBackend(Path(engine), "cuda", max(counts))
+            backend = TensorRTBackend(ModelFile.read(engine), "cuda", max(counts))
         except BackendError as error:
             runs.append({"model": label, "engine": None, "refused": str(error)})
             continue

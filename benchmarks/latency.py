@@ -13,6 +13,8 @@ ahead of time: no GPU needed) and its export time, build time and size reported.
 Warm-up frames are run first and not recorded. Speed does not depend on the weights, so without
 --refiner the paper's backbones are random-init models at their native sizes, saved once under
 engines/cache/benchmarks/ (open_backend then exports and caches their ONNX once).
+With --runtimes, the CPU runtimes are compared instead, side by side on the same real crops
+(benchmarks/cpu_runtimes.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.cpu_runtimes import add_arguments as add_runtime_comparison_arguments
+from benchmarks.cpu_runtimes import run_comparison
 from benchmarks.engine_builds import builds_markdown
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
@@ -78,9 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also build a TensorRT-RTX engine per model at these precisions (e.g. fp16,fp32) and report time and size",
     )
     parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
+    add_runtime_comparison_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.runtimes:
+        run_comparison(args)
+        return
     env = environment(args.argv)
     width, height = parse_size(args.frame)
     box_counts = [int(count) for count in args.boxes.split(",")]

@@ -31,7 +31,7 @@ def cpu_model() -> str:
 
 def library_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for module in ("torch", "onnxruntime", "cv2", "numpy", "tensorrt", "tensorrt_rtx"):
+    for module in ("torch", "onnxruntime", "openvino", "cv2", "numpy", "tensorrt", "tensorrt_rtx"):
         try:
             versions["opencv" if module == "cv2" else module] = __import__(module).__version__
         except (ImportError, OSError):  # OSError: a TensorRT package without its shared library

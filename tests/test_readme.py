@@ -82,7 +82,7 @@ def test_other_commands_parse(command):
         importlib.import_module("train.detector_boxes").parse_args(command[3:])
     elif command[1] == "build_engine.py":
         sys.path.insert(0, str(REPO))
-        importlib.import_module("pipeline.backends.build").parse_arguments(command[2:])
+        importlib.import_module("build_engine").parse_arguments(command[2:])  # the script is what README shows
     elif command[1:3] == ["-m", "benchmarks"]:
         importlib.import_module("benchmarks.__main__").build_parser().parse_args(command[3:])
     elif command[1:3] == ["-m", "train.export_fp16"]:

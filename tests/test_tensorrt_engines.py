@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -43,10 +44,9 @@ except TensorRTUnavailable as error:  # requirements.txt pins it: only a broken 
     pytest.fail(f"TensorRT-RTX must import in CI: {error}", pytrace=False)
 
 
-def build(tmp_path: Path, source: list[str], precision: str, *extra: str) -> Path:
+def build(tmp_path: Path, models: Iterator, precision: str) -> Path:
     out = tmp_path / precision
-    arguments = [*source, "--precision", precision, "--trt", "rtx", "--max-batch", "32", "--out", str(out), *extra]
-    assert engine_build.main(arguments) == 0
+    engine_build.build_all(models, engine_build.BuildOptions(out=out, precision=precision, trt="rtx", max_batch=32))
     (engine,) = out.glob("*.engine")
     return engine
 
@@ -81,7 +81,7 @@ def check_engine(engine: Path, spec: RefinerSpec, precision: str) -> dict:
 @pytest.fixture(scope="module")
 def person_engines(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("person")
-    return {precision: build(root, ["--refiner", str(PERSON_REFINER)], precision) for precision in ("fp16", "fp32")}
+    return {precision: build(root, engine_build.models_to_build(PERSON_REFINER), precision) for precision in ("fp16", "fp32")}
 
 
 @pytest.mark.slow
@@ -104,7 +104,7 @@ def test_fp16_engine_holds_half_weights(person_engines):
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 def test_b0_builds_a_real_engine(tmp_path, precision):
-    engine = build(tmp_path, ["--backbones", "b0"], precision)
+    engine = build(tmp_path, engine_build.models_to_build(backbones=("b0",)), precision)
     check_engine(engine, paper_spec("b0", ("person",)), precision)
 
 

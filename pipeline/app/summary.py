@@ -291,10 +291,13 @@ def refiner_warnings(refiner: FrameRefiner | None, path: object) -> list[str]:
     if refiner is None:
         return []
     warnings = []
-    if Path(str(path)).suffix.lower() == ".engine" and refiner.backend.name == "onnxruntime":
+    if Path(str(path)).suffix.lower() == ".engine" and refiner.backend.name in ("onnxruntime", "openvino"):
+        from pipeline.backends.registry import BACKENDS
+
+        runtime = BACKENDS[refiner.backend.name].label
         warnings.append(
             f"--refiner {path} is a TensorRT engine, but TensorRT cannot run here (it needs a CUDA GPU and the engine's "
-            f"runtime); ONNX Runtime ran the ONNX file built beside it, {Path(str(path)).with_suffix('.onnx')}, on "
+            f"runtime); {runtime} ran the ONNX file built beside it, {Path(str(path)).with_suffix('.onnx')}, on "
             f"{refiner.backend.device}"
         )
     if leaves_every_box_alone(refiner.policy, refiner.calibration):

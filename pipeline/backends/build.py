@@ -15,34 +15,36 @@ compared with torch too; otherwise the sidecar says why it was not executed. Sid
 checkpoint with the command stored in each sidecar. --triton-repo DIR also writes a Triton model
 repository: <name>/ (onnxruntime_onnx, the ONNX file) and, with an engine, <name>-trt/ (tensorrt_plan,
 the engine for each compute capability it was built for); pipeline/model/triton_repo.py.
-The command is `python build_engine.py` (a shim at the repository root); the code lives here, in
-the library, so tests and benchmarks import its tolerances and checks instead of a script.
+The command is `python build_engine.py` (its argparse and exit codes, at the repository root); the
+code lives here, in the library, as `build_all(models_to_build(...), BuildOptions(...))`: it raises
+on failure and says what it did through `BuildOptions.report`, so tests and benchmarks call it directly.
 """
 
 from __future__ import annotations
 
-import argparse
+import logging
 import json
 import os
 import platform
 import shlex
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.backends.base import RefinerBackend
+from pipeline.backends.base import FP32_TOLERANCE, BackendOptions, BackendUnavailable, RefinerBackend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
-from pipeline.core.errors import BackendError, ModelFileError, SpecError
+from pipeline.backends.registry import REGISTRY
+from pipeline.core.errors import UsageError
 from pipeline.backends.tensorrt import (
     CHOICES,
     CURRENT_TARGET,
+    ENGINE_TOLERANCE,
     PORTABLE_TARGETS,
     PRECISIONS,
     BatchProfile,
@@ -57,7 +59,7 @@ from pipeline.backends.tensorrt import (
 )
 from pipeline.backends.torch import TorchBackend
 from pipeline.core.spec import BACKBONES, RefinerSpec, paper_spec
-from pipeline.model.artifacts import file_sha256, sidecar_path, write_sidecar
+from pipeline.model.artifacts import ModelFile, file_sha256, sidecar_path, write_sidecar
 from pipeline.model.checkpoint import load_refiner
 from pipeline.model.defaults import ENGINES_DIR
 from pipeline.model.export import export_onnx
@@ -65,11 +67,38 @@ from pipeline.model.net import RefinerNet
 from pipeline.model.random_init import random_inputs, random_refiner
 from pipeline.model.triton_repo import Batching, write_triton_repository
 
-ONNX_TOLERANCE = 1e-4  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
-# Engines against FP32 torch: FP32 engines use TF32 convolutions by default, FP16 ones half precision.
-# Sanity bounds for a broken build (wrong channel order, wrong profile), not accuracy claims.
-ENGINE_TOLERANCE = {"fp32": 5e-3, "fp16": 5e-2}
+ONNX_TOLERANCE = FP32_TOLERANCE  # FP32 ONNX Runtime vs FP32 torch: only summation order differs
 PARITY_BATCH = 8
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build: checked when made (a UsageError names the bad value); `report` receives one line per step."""
+
+    out: Path = ENGINES_DIR
+    max_batch: int = 32
+    opt_batch: int = 8  # the batch TensorRT tunes for: detections per frame
+    precision: str = "fp16"  # the engine's; the ONNX file is FP32
+    trt: str = "auto"  # TensorRT flavour: tensorrt on a GPU, else tensorrt_rtx
+    compute_capability: tuple[str, ...] = PORTABLE_TARGETS  # TensorRT-RTX targets
+    triton_repo: Path | None = None  # also write a Triton model repository here
+    triton_queue_timeout_ms: float = Batching.timeout_us / 1000
+    seed: int = 0  # random-init weights and parity crops
+    report: Callable[[str], None] = field(default=log.info, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.opt_batch < 1:
+            raise UsageError("--max-batch and --opt-batch must be at least 1")
+        if self.triton_queue_timeout_ms <= 0:
+            raise UsageError("--triton-queue-timeout-ms must be positive")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.trt not in CHOICES:
+            raise UsageError(f"TensorRT flavour {self.trt!r} is not one of {', '.join(CHOICES)}")
+        parse_targets(",".join(self.compute_capability))  # raises UsageError naming the valid targets
 
 
 class ParityError(RuntimeError):
@@ -118,7 +147,8 @@ def require_parity(artifact: Path, runtime: str, difference: float, tolerance: f
         raise ParityError(f"{runtime} differs from torch by {difference:.1e} (> {tolerance:.0e}); {artifact.name} removed")
 
 
-def build_all(models: Iterator[tuple[RefinerNet, Source]], options: argparse.Namespace) -> None:
+def build_all(models: Iterator[tuple[RefinerNet, Source]], options: BuildOptions) -> None:
+    """Build every model; raises TensorRTUnavailable, ModelFileError, ParityError, BackendError or OSError on failure."""
     flavour, no_engine = None, None
     try:
         flavour = select_flavour(options.trt)
@@ -127,7 +157,7 @@ def build_all(models: Iterator[tuple[RefinerNet, Source]], options: argparse.Nam
             raise
         no_engine = str(error)
     else:
-        options.trt = flavour.name  # the rebuild command names the flavour auto chose
+        options = replace(options, trt=flavour.name)  # the rebuild command names the flavour auto chose
     if flavour is not None and CURRENT_TARGET in options.compute_capability and not torch.cuda.is_available():
         raise TensorRTUnavailable(f"--compute-capability {CURRENT_TARGET} needs a CUDA GPU; torch sees none")
     options.out.mkdir(parents=True, exist_ok=True)
@@ -136,11 +166,11 @@ def build_all(models: Iterator[tuple[RefinerNet, Source]], options: argparse.Nam
         if options.triton_repo is not None:
             write_triton_models(options, source.stem(model.spec), model.spec, onnx_path, engine_path)
     if no_engine:
-        print(f"no TensorRT engine built: {no_engine}; the ONNX files run with --backend onnxruntime")
+        options.report(f"no TensorRT engine built: {no_engine}; the ONNX files run with --backend onnxruntime or openvino")
 
 
 def write_triton_models(
-    options: argparse.Namespace, name: str, spec: RefinerSpec, onnx_path: Path, engine_path: Path | None
+    options: BuildOptions, name: str, spec: RefinerSpec, onnx_path: Path, engine_path: Path | None
 ) -> None:
     """The model's Triton models; the engine's compute capabilities come from its sidecar (what was really built)."""
     targets: tuple[str, ...] = ()
@@ -153,11 +183,11 @@ def write_triton_models(
         options.triton_repo, name, spec, onnx_path, options.max_batch, engine_path, targets, batching
     )
     for config in configs:
-        print(f"triton model {config.parent.name}: {config}")
+        options.report(f"triton model {config.parent.name}: {config}")
 
 
 def build_one(
-    model: RefinerNet, source: Source, options: argparse.Namespace, flavour: Flavour | None
+    model: RefinerNet, source: Source, options: BuildOptions, flavour: Flavour | None
 ) -> tuple[Path, Path | None]:
     """Returns the ONNX file and the engine (None when no TensorRT built one)."""
     spec = model.spec
@@ -173,15 +203,18 @@ def build_one(
     }
     started = time.perf_counter()
     onnx_path = options.out / f"{source.stem(spec)}.onnx"
-    say_if_overwriting(onnx_path)
+    say_if_overwriting(onnx_path, options.report)
     onnx_path = export_onnx(model, onnx_path, options.max_batch)
     seconds = time.perf_counter() - started
-    difference = probe.difference(OnnxRuntimeBackend(onnx_path, "cpu", options.max_batch, threads=os.cpu_count()))
-    print(f"{onnx_path.stem}: {_shown(onnx_path)} in {seconds:.1f} s; ONNX Runtime vs torch max |diff| {difference:.1e}")
+    difference = probe.difference(OnnxRuntimeBackend(ModelFile(onnx_path, spec), "cpu", options.max_batch, threads=os.cpu_count()))
+    options.report(f"{onnx_path.stem}: {_shown(onnx_path)} in {seconds:.1f} s; ONNX Runtime vs torch max |diff| {difference:.1e}")
     require_parity(onnx_path, "ONNX Runtime", difference, ONNX_TOLERANCE)
+    others = cpu_runtimes_parity(ModelFile(onnx_path, spec), options, probe)
     onnx_fields = {"artifact": onnx_path.name, "precision": "fp32", "profile": None, "tensorrt": None, "gpu": None}
     write_sidecar(
-        onnx_path, {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference}
+        onnx_path,
+        {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference,
+         "cpu_runtimes_vs_torch": others},
     )
     if flavour is None:
         return onnx_path, None
@@ -189,12 +222,37 @@ def build_one(
     return onnx_path, onnx_path.with_suffix(".engine")
 
 
+def cpu_runtimes_parity(onnx: ModelFile, options: BuildOptions, probe: Probe) -> dict[str, dict]:
+    """Every other registered runtime that runs this ONNX on the CPU, at its default precision, against torch.
+
+    OpenVINO compiles the graph here, which also fills its compiled-model cache (engines/cache/openvino/).
+    A runtime not installed here is recorded as such; one that computes something else fails the build.
+    """
+    found: dict[str, dict] = {}
+    for entry in REGISTRY:
+        if entry.runs != ".onnx" or "cpu" not in entry.devices or entry.name == OnnxRuntimeBackend.name:
+            continue
+        try:
+            backend = entry.open(onnx, "cpu", options.max_batch, BackendOptions(threads=os.cpu_count()))
+        except BackendUnavailable as error:
+            found[entry.name] = {"skipped": str(error)}
+            options.report(f"{onnx.path.stem}: {entry.label} not checked: {error}")
+            continue
+        difference = probe.difference(backend)
+        precision = getattr(backend, "precision", "fp32")
+        options.report(f"{onnx.path.stem}: {entry.label} ({precision}) vs torch max |diff| {difference:.1e}")
+        require_parity(onnx.path, f"{entry.label} ({precision})", difference, backend.parity_tolerance)
+        found[entry.name] = {"precision": precision, "max_abs_difference": difference, "tolerance": backend.parity_tolerance}
+        backend.close()
+    return found
+
+
 def build_one_engine(
-    model: RefinerNet, onnx_path: Path, common: dict, options: argparse.Namespace, probe: Probe, flavour: Flavour
+    model: RefinerNet, onnx_path: Path, common: dict, options: BuildOptions, probe: Probe, flavour: Flavour
 ) -> None:
     spec = model.spec
     engine_path = onnx_path.with_suffix(".engine")
-    say_if_overwriting(engine_path)
+    say_if_overwriting(engine_path, options.report)
     profile = BatchProfile(1, min(options.opt_batch, options.max_batch), options.max_batch)
     gpu = gpu_identity(torch.device("cuda")) if torch.cuda.is_available() else None
     timing_cache = None
@@ -237,11 +295,11 @@ def build_one_engine(
     shown = f"{engine_path.stem}: {_shown(engine_path)} ({options.precision}, {flavour.label}, {built_for}) in {seconds:.1f} s"
     not_run = engine_not_runnable_reason(flavour, built.targets, gpu)
     if not_run:
-        print(f"{shown}; not executed: {not_run}")
+        options.report(f"{shown}; not executed: {not_run}")
         write_sidecar(engine_path, {**fields, "executed": False, "not_executed_because": not_run})
         return
-    difference = probe.difference(TensorRTBackend(engine_path, "cuda", options.max_batch))
-    print(f"{shown}; engine vs torch max |diff| {difference:.1e}")
+    difference = probe.difference(TensorRTBackend(ModelFile.read(engine_path), "cuda", options.max_batch))
+    options.report(f"{shown}; engine vs torch max |diff| {difference:.1e}")
     require_parity(engine_path, f"the {options.precision} engine", difference, ENGINE_TOLERANCE[options.precision])
     write_sidecar(engine_path, {**fields, "executed": True, "max_abs_difference_vs_torch": difference})
 
@@ -255,7 +313,7 @@ def engine_not_runnable_reason(flavour: Flavour, targets: tuple[str, ...] | None
     return None
 
 
-def rebuild_command(source: Source, options: argparse.Namespace) -> str:
+def rebuild_command(source: Source, options: BuildOptions) -> str:
     settings = {
         "--max-batch": options.max_batch,
         "--opt-batch": options.opt_batch,
@@ -269,86 +327,25 @@ def rebuild_command(source: Source, options: argparse.Namespace) -> str:
     return shlex.join(["python", "build_engine.py", *arguments])
 
 
-def say_if_overwriting(path: Path) -> None:
+def say_if_overwriting(path: Path, report: Callable[[str], None]) -> None:
     if path.exists():
-        print(f"overwriting {path} (and its sidecar)")
+        report(f"overwriting {path} (and its sidecar)")
 
 
 def _shown(path: Path) -> str:
     return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
 
 
-def models_to_build(options: argparse.Namespace) -> Iterator[tuple[RefinerNet, Source]]:
-    """One model at a time, so five backbones never sit in memory together."""
-    if options.refiner is not None:
-        yield load_refiner(options.refiner), Source(("--refiner", str(options.refiner)), options.refiner)
+def models_to_build(
+    refiner: Path | None = None, backbones: tuple[str, ...] = (), classes: tuple[str, ...] = ("person",), seed: int = 0
+) -> Iterator[tuple[RefinerNet, Source]]:
+    """A checkpoint, or random-init paper backbones for `classes`; one at a time, so five never sit in memory together."""
+    if refiner is not None:
+        yield load_refiner(refiner), Source(("--refiner", str(refiner)), refiner)
         return
-    classes = tuple(name.strip() for name in options.classes.split(",") if name.strip())
-    for short in options.backbones:
+    unknown = [name for name in backbones if name not in BACKBONES]
+    if unknown or not backbones:
+        raise UsageError(f"{','.join(backbones)!r} names no backbone list; choose from {','.join(BACKBONES)}")
+    for short in backbones:
         spec = paper_spec(short, classes)
-        yield random_refiner(spec, options.seed), Source(("--backbones", short, "--classes", ",".join(classes)))
-
-
-def parse_backbones(text: str) -> list[str]:
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in BACKBONES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{text!r} names no backbone list; choose from {','.join(BACKBONES)}")
-    return names
-
-
-def compute_capabilities(text: str) -> tuple[str, ...]:
-    try:
-        return parse_targets(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--refiner", type=Path, help="trained refiner checkpoint (.safetensors)")
-    source.add_argument("--backbones", type=parse_backbones, help="random-init paper backbones, e.g. b0,b1,b2,b3,b4")
-    parser.add_argument("--classes", default="person", help="class names for --backbones, comma-separated (default: person)")
-    parser.add_argument("--max-batch", type=int, default=32, help="largest batch the engine accepts (default: 32)")
-    parser.add_argument("--opt-batch", type=int, default=8, help="batch TensorRT tunes for (default: 8, detections per frame)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp16", help="engine precision (default: fp16; ONNX is fp32)")
-    parser.add_argument(
-        "--trt", choices=CHOICES, default="auto", help="TensorRT flavour (default auto: tensorrt on a GPU, else tensorrt_rtx)"
-    )
-    parser.add_argument(
-        "--compute-capability",
-        type=compute_capabilities,
-        default=PORTABLE_TARGETS,
-        help=f"TensorRT-RTX targets, comma-separated, or current (default portable: {','.join(PORTABLE_TARGETS)}; sm75 opt-in)",
-    )
-    parser.add_argument("--out", type=Path, default=ENGINES_DIR, help="output folder (default: engines/)")
-    parser.add_argument(
-        "--triton-repo", type=Path,
-        help="also write a Triton model repository here (ONNX Runtime and TensorRT models; default: none)",
-    )
-    parser.add_argument(
-        "--triton-queue-timeout-ms", type=float, default=Batching.timeout_us / 1000,
-        help="--triton-repo: the server rejects requests queued longer than this "
-        f"(default: {Batching.timeout_us / 1000:g}; a GPU batch takes ms, a CPU one can take 100+)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for random-init weights and parity crops")
-    options = parser.parse_args(argv)
-    if options.triton_queue_timeout_ms <= 0:
-        parser.error("--triton-queue-timeout-ms must be positive")
-    if options.max_batch < 1 or options.opt_batch < 1:
-        parser.error("--max-batch and --opt-batch must be at least 1")
-    return options
-
-
-def main(argv: list[str] | None = None) -> int:
-    options = parse_arguments(argv)
-    try:
-        build_all(models_to_build(options), options)
-    except (ModelFileError, SpecError, TensorRTUnavailable) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (BackendError, ParityError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+        yield random_refiner(spec, seed), Source(("--backbones", short, "--classes", ",".join(classes)))

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from pipeline.backends.torch import TensorInputBackend, resolve_device
+from pipeline.backends.base import HALF_TOLERANCE, BackendUnavailable
+from pipeline.backends.torch import TensorInputBackend, torch_device
 from pipeline.core.errors import BackendError, UsageError
 from pipeline.core.spec import RefinerSpec
 from pipeline.model.artifacts import BOXES, CROPS, VECTORS, ModelFile
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 PRECISIONS = ("fp16", "fp32")
+# Engines against FP32 torch: FP32 engines use TF32 convolutions by default, FP16 ones half precision.
+ENGINE_TOLERANCE = {"fp32": 5e-3, "fp16": HALF_TOLERANCE}
 FLAVOURS = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}  # CLI name -> Python module
 # Wheels-only installs (GPU machines fed `.whl/`) lack the tensorrt_rtx sdist, a two-line re-export of the bindings.
 FALLBACK_MODULES = {"tensorrt": (), "rtx": ("tensorrt_rtx_bindings",)}
@@ -59,7 +62,7 @@ class BatchProfile(NamedTuple):
     maximum: int
 
 
-class TensorRTUnavailable(BackendError):
+class TensorRTUnavailable(BackendUnavailable):
     """The asked-for TensorRT flavour is not importable, or cannot build or run on this machine."""
 
 
@@ -253,12 +256,11 @@ class TensorRTBackend(TensorInputBackend):
 
     name = "tensorrt"
 
-    def __init__(self, engine: ModelFile | Path, device: str | torch.device | None = None, max_batch: int = 32) -> None:
-        engine = ModelFile.of(engine)
+    def __init__(self, engine: ModelFile, device: str = "cuda", max_batch: int = 32) -> None:
         engine_path, sidecar, spec = engine.path, engine.sidecar, engine.spec
         flavour = select_flavour(sidecar.get("tensorrt_flavour", "tensorrt"), to_run=True)
         self.flavour = flavour
-        self.device = resolve_device(device or "cuda")
+        self.device = torch_device(device)
         if self.device.type != "cuda":
             raise BackendError("TensorRT engines run on CUDA only; use --backend onnxruntime on the CPU")
         check_built_for(engine_path, sidecar, flavour, gpu_identity(self.device))
@@ -280,6 +282,7 @@ class TensorRTBackend(TensorInputBackend):
             raise BackendError(f"{flavour.label} could not load {engine_path}; rebuild it: {_rebuild_hint(sidecar)}")
         engine_max = self._check_interface(engine_path, spec)
         super().__init__(spec, min(max_batch, engine_max))
+        self.parity_tolerance = ENGINE_TOLERANCE[sidecar.get("precision", "fp16")]
         self._contexts = threading.local()
 
     def _check_interface(self, engine_path: Path, spec: RefinerSpec) -> int:
@@ -311,7 +314,7 @@ class TensorRTBackend(TensorInputBackend):
             self._contexts.context = context
         return context
 
-    def _run_tensors(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def _run(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         context = self._context()
         boxes = torch.empty((len(crops), self.spec.output_size), dtype=torch.float32, device=self.device)
         for name, tensor in ((CROPS, crops), (VECTORS, vectors)):

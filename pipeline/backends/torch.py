@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import threading
 from abc import abstractmethod
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from pipeline.backends.base import RefinerBackend
+from pipeline.backends.base import FP32_TOLERANCE, HALF_TOLERANCE, BackendOptions, RefinerBackend
 from pipeline.core.errors import BackendError
 from pipeline.core.spec import RefinerSpec
 from pipeline.model.artifacts import ModelFile
@@ -22,16 +22,12 @@ from pipeline.model.checkpoint import load_refiner
 from pipeline.model.net import RefinerNet
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None means the GPU when there is one; asking for CUDA without one is a BackendError, not a crash later."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("device cuda was requested but torch sees no CUDA GPU; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise BackendError(f"device {device} is not supported; use cpu or cuda")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())  # so it compares equal to a tensor's device
-    return device
+def torch_device(device: str) -> torch.device:
+    """A resolved device name as torch compares it: `cuda` gets the current index, so it equals a tensor's device."""
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", torch.cuda.current_device())
+    return resolved
 
 
 def upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -48,36 +44,25 @@ class TensorInputBackend(RefinerBackend):
     """A backend that computes on torch tensors: `refine` also accepts crops already on its device.
 
     With a tensor the result is still a host (N, K) float32 array (K is 4 or 6: a few bytes per box),
-    so callers never branch on the backend.
+    so callers never branch on the backend. Host arrays are uploaded once, whole, before chunking.
     """
 
     device: torch.device
+    takes_device_tensors = True
 
-    def refine(self, crops: np.ndarray | torch.Tensor, vectors: np.ndarray | torch.Tensor) -> np.ndarray:
+    def _inputs(self, crops: np.ndarray | torch.Tensor, vectors: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(crops, torch.Tensor):
-            return super().refine(crops, vectors)
-        size = self.spec.input_size
-        if crops.ndim != 4 or tuple(crops.shape[1:]) != (size, size, 3) or crops.dtype != torch.uint8:
-            raise ValueError(f"crops must be uint8 (N, {size}, {size}, 3); got {crops.dtype} {tuple(crops.shape)}")
-        if crops.device != self.device:
+            crops = upload(np.ascontiguousarray(crops), self.device)
+        elif crops.device != self.device:
             raise ValueError(f"crops are on {crops.device} but this {self.name} backend runs on {self.device}")
-        if tuple(vectors.shape) != (len(crops), self.spec.vector_size):
-            raise ValueError(f"vectors must be ({len(crops)}, {self.spec.vector_size}); got {tuple(vectors.shape)}")
-        if len(crops) == 0:
-            return np.zeros((0, self.spec.output_size), dtype=np.float32)
-        crops = crops.contiguous()
-        vectors = (upload(vectors, self.device) if isinstance(vectors, np.ndarray) else vectors.to(self.device)).float()
-        chunks = [
-            self._run_tensors(crops[start : start + self.max_batch], vectors[start : start + self.max_batch].contiguous())
-            for start in range(0, len(crops), self.max_batch)
-        ]
-        return torch.cat(chunks).cpu().numpy()
+        vectors = upload(np.asarray(vectors), self.device) if isinstance(vectors, np.ndarray) else vectors.to(self.device)
+        return crops.contiguous(), vectors.float().contiguous()
 
-    def _run(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        return self._run_tensors(upload(crops, self.device), upload(vectors, self.device)).cpu().numpy()
+    def _join(self, chunks: Sequence[torch.Tensor]) -> np.ndarray:
+        return torch.cat(list(chunks)).cpu().numpy()
 
     @abstractmethod
-    def _run_tensors(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def _run(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """One batch of at most max_batch contiguous device tensors -> (N, K) float32 on the device."""
 
 
@@ -90,23 +75,22 @@ class TorchBackend(TensorInputBackend):
     name = "torch"
 
     def __init__(
-        self, model: RefinerNet, device: str | torch.device | None = None, max_batch: int = 32, cuda_graphs: bool = False
+        self, model: RefinerNet, device: str | torch.device = "cpu", max_batch: int = 32, cuda_graphs: bool = False
     ) -> None:
         super().__init__(model.spec, max_batch)
-        self.device = resolve_device(device)
+        self.device = torch_device(str(device))
         if cuda_graphs and self.device.type != "cuda":
             raise BackendError("CUDA graphs need device cuda; drop cuda_graphs or use a GPU")
         half = self.device.type == "cuda"  # fp16 is where a GPU's throughput is; CPUs have no fast half kernels
         self.model = model.to(self.device, torch.float16 if half else torch.float32).eval()
+        self.parity_tolerance = HALF_TOLERANCE if half else FP32_TOLERANCE
         self._graphs = CudaGraphRunner(self.model, self.spec, self.device, max_batch) if cuda_graphs else None
 
     @classmethod
-    def from_checkpoint(
-        cls, checkpoint: ModelFile | Path, device: str | torch.device | None = None, max_batch: int = 32, cuda_graphs: bool = False
-    ) -> TorchBackend:
-        return cls(load_refiner(checkpoint), device, max_batch, cuda_graphs)
+    def open(cls, artifact: ModelFile, device: str, max_batch: int, options: BackendOptions) -> TorchBackend:
+        return cls(load_refiner(artifact), device, max_batch, options.cuda_graphs)
 
-    def _run_tensors(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def _run(self, crops: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         if self._graphs is not None:
             return self._graphs(crops, vectors)
         with torch.inference_mode():

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backends.base import RefinerBackend
+from pipeline.backends.base import BackendOptions, RefinerBackend
 from pipeline.core.errors import BackendError, SpecError
 from pipeline.core.spec import RefinerSpec
-from pipeline.model.artifacts import BOXES, CROPS, VECTORS
+from pipeline.model.artifacts import BOXES, CROPS, VECTORS, ModelFile
 from pipeline.model.triton_repo import TRITON_SPEC_KEY
 
 CONNECT_TIMEOUT_S = 5.0  # readiness and config look-ups: an absent server is reported in seconds
@@ -67,6 +67,15 @@ class TritonBackend(RefinerBackend):
             raise
         served_max = config.max_batch_size or max_batch
         super().__init__(spec, min(max_batch, served_max))
+
+    @classmethod
+    def open(cls, artifact: ModelFile, device: str, max_batch: int, options: BackendOptions) -> TritonBackend:
+        """The served model `options.triton_model` (default: the model file's stem, the name build_engine.py
+        --triton-repo gives it) at `options.triton_url`; `device` is the server's business."""
+        if not options.triton_url:
+            raise BackendError("the triton backend needs the server's gRPC address; pass --triton-url HOST:PORT")
+        return cls(options.triton_url, options.triton_model or artifact.path.stem, artifact.spec, max_batch,
+                   options.triton_timeout_s or DEFAULT_INFER_TIMEOUT_S)
 
     def _ready_config(self) -> Any:
         if not self.client.is_model_ready(self.model_name, client_timeout=CONNECT_TIMEOUT_S):

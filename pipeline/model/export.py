@@ -101,7 +101,15 @@ def cached_onnx(checkpoint: ModelFile | Path, cache_dir: Path | None = None, max
 
 
 def prune_cache(cache_dir: Path, keep: int) -> None:
-    """Delete all but the `keep` most recently used entries (folders) of an export cache."""
-    entries = sorted((entry for entry in Path(cache_dir).iterdir() if entry.is_dir()), key=lambda entry: entry.stat().st_mtime)
+    """Delete all but the `keep` most recently used exports (folders named by a content hash) of an export cache.
+
+    Other folders in it (openvino/, benchmarks/) belong to other caches and are left alone.
+    """
+    exports = (entry for entry in Path(cache_dir).iterdir() if entry.is_dir() and _is_digest(entry.name))
+    entries = sorted(exports, key=lambda entry: entry.stat().st_mtime)
     for entry in entries[: max(len(entries) - keep, 0)]:
         shutil.rmtree(entry, ignore_errors=True)  # another process may be pruning too
+
+
+def _is_digest(name: str) -> bool:
+    return len(name) == 16 and all(character in "0123456789abcdef" for character in name)

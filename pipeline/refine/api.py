@@ -25,8 +25,10 @@ from pipeline.track.stream import StreamTracks, TrackOptions
 class Refiner:
     """Refine detector boxes with a refiner model file (.safetensors, .onnx or .engine).
 
-    `path` None: the committed person refiner. `backend` "auto" picks TensorRT, ONNX Runtime or
-    torch; `device` None: CUDA when available. Not thread-safe: use one Refiner per thread.
+    `path` None: the committed person refiner. `backend` "auto" picks TensorRT on a GPU, the faster of
+    OpenVINO and ONNX Runtime on a CPU, else torch; `device` None: CUDA when available; `precision`
+    "fp32" keeps OpenVINO at full precision (None: BF16 where the CPU has it). Not thread-safe: use
+    one Refiner per thread.
     `track`: the images are one video's frames, in order: each result carries track ids (ByteTrack
     on the output boxes) and, as the TrackOptions say, boxes smoothed along tracks and refinements
     reused where a box held still (True: ids only). Use one Refiner per video stream.
@@ -43,13 +45,14 @@ class Refiner:
         flip_tta: bool = False,
         iterations: int = 1,
         max_batch: int = 32,
+        precision: str | None = None,
         track: TrackOptions | bool = False,
     ) -> None:
         self.path = Path(path) if path is not None else default_refiner()
         self.device = resolve_device(device)
         self._frame_refiner = build_frame_refiner(
             self.path, None, backend=backend, device=self.device, max_batch=max_batch,
-            min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations,
+            min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations, precision=precision,
         )
         self.spec = self._frame_refiner.spec
         self._index = {canonical_name(name): index for index, name in enumerate(self.spec.class_names)}

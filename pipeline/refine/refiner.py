@@ -251,16 +251,9 @@ class FrameRefiner:
     def _backend_input(self, crops: object) -> object:
         """Host arrays go as they are; a device tensor from the GPU cropper goes straight to a backend
         that computes on that device (torch, TensorRT), and is copied to the host for any other."""
-        if isinstance(crops, np.ndarray) or (takes_device_tensors(self.backend) and self.backend.device == crops.device):
+        if isinstance(crops, np.ndarray) or (self.backend.takes_device_tensors and self.backend.device == crops.device):
             return crops
         return crops.cpu().numpy()
-
-
-def takes_device_tensors(backend: RefinerBackend) -> bool:
-    """True for backends that compute on torch tensors and accept crops already on their device."""
-    from pipeline.backends.torch import TensorInputBackend  # lazy: only GPU-crop decisions need torch
-
-    return isinstance(backend, TensorInputBackend)
 
 
 def merge_iteration(previous: RefinedDetections, again: RefinedDetections) -> RefinedDetections:
@@ -290,11 +283,13 @@ def build_frame_refiner(
     triton_url: str | None = None,
     triton_model: str | None = None,
     triton_timeout_s: float | None = None,
+    precision: str | None = None,
 ) -> FrameRefiner:
     """A FrameRefiner for a detector's classes: the one place one is put together.
 
     `model`: a refiner file (read once here, or already read) or a backend already open (benchmarks
-    that share or wrap one; `backend`, `device`, `max_batch` and the triton options are then unused).
+    that share or wrap one; `backend`, `device`, `max_batch`, `precision` and the triton options are then unused).
+    `precision` "fp32" keeps OpenVINO at full precision (None: BF16 where the CPU has it).
     The class mapping is checked from the model's spec before the model is loaded (exporting a
     checkpoint to ONNX the first time takes seconds); `detector_class_names` None: the refiner's own
     classes plus OTHER_CLASS, for callers that name classes per box (Refiner). `queue_size`: crops live in a ring of
@@ -308,10 +303,10 @@ def build_frame_refiner(
     mapping = ClassMapping.by_name(names, spec.class_names)
     runtime = model if isinstance(model, RefinerBackend) else open_backend(
         backend, model, device, max_batch=max_batch, triton_url=triton_url, triton_model=triton_model,
-        triton_timeout_s=triton_timeout_s,
+        triton_timeout_s=triton_timeout_s, precision=precision,
     )
     # Cropping on the GPU pays off only when the crops can stay there, i.e. the backend takes device tensors.
-    use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and takes_device_tensors(runtime)
+    use_gpu_crops = gpu_crops if gpu_crops is not None else device.startswith("cuda") and runtime.takes_device_tensors
     if use_gpu_crops:
         from pipeline.refine.gpu_crops import GpuCropper
 

@@ -11,6 +11,7 @@ from pipeline.backends.build import ONNX_TOLERANCE
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.torch import TorchBackend
 from pipeline.core.spec import PAPER_BACKBONES, paper_spec
+from pipeline.model.artifacts import ModelFile
 from pipeline.model.export import export_onnx
 from pipeline.model.random_init import random_inputs, random_refiner
 
@@ -28,7 +29,7 @@ def test_onnxruntime_matches_torch(exported, batch):
     model, onnx_path = exported
     crops, vectors = random_inputs(model.spec, batch, seed=batch)
     expected = TorchBackend(model, "cpu").refine(crops, vectors)
-    actual = OnnxRuntimeBackend(onnx_path, "cpu", threads=os.cpu_count()).refine(crops, vectors)
+    actual = OnnxRuntimeBackend(ModelFile(onnx_path, model.spec), "cpu", threads=os.cpu_count()).refine(crops, vectors)
     np.testing.assert_allclose(actual, expected, rtol=0, atol=ONNX_TOLERANCE)
     if batch > 1:  # the outputs move with the input, so agreeing on them means something
         assert expected.std(axis=0).min() > 1e-3
@@ -43,5 +44,5 @@ def test_spatial_heads_export_and_match_torch(tmp_path, head):
     for batch in (1, 5):
         crops, vectors = random_inputs(spec, batch, seed=batch)
         expected = TorchBackend(model, "cpu").refine(crops, vectors)
-        actual = OnnxRuntimeBackend(onnx_path, "cpu", threads=os.cpu_count()).refine(crops, vectors)
+        actual = OnnxRuntimeBackend(ModelFile(onnx_path, model.spec), "cpu", threads=os.cpu_count()).refine(crops, vectors)
         np.testing.assert_allclose(actual, expected, rtol=0, atol=ONNX_TOLERANCE)

@@ -6,8 +6,6 @@ which is missing. On a GPU the engines are built for it: `--compute-capability c
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import threading
 from types import SimpleNamespace
@@ -17,12 +15,12 @@ import pytest
 import torch
 
 from pipeline.backends import build, open_backend
-from pipeline.backends.build import ENGINE_TOLERANCE
+from pipeline.backends.tensorrt import ENGINE_TOLERANCE
 from pipeline.backends.tensorrt import Flavour, TensorRTBackend, check_built_for, select_flavour
 from pipeline.backends.torch import TorchBackend
 from pipeline.core.errors import BackendError
 from pipeline.core.spec import RefinerSpec
-from pipeline.model.artifacts import read_sidecar, sidecar_path
+from pipeline.model.artifacts import ModelFile, read_sidecar, sidecar_path
 from pipeline.model.random_init import random_inputs, random_refiner
 
 gpu_reason = None if torch.cuda.is_available() else "torch sees no CUDA GPU"
@@ -44,7 +42,7 @@ def test_engine_without_a_gpu_is_a_clear_backend_error(tmp_path):
     spec = RefinerSpec(backbone="efficientnet_b0", input_size=128, class_names=("person",))
     sidecar_path(engine).write_text(json.dumps({"spec": json.loads(spec.to_json()), **rtx_sidecar()}))
     with pytest.raises(BackendError, match=r"TensorRT-RTX 1\.\S+ needs a CUDA GPU to run; torch sees none"):
-        TensorRTBackend(engine)
+        TensorRTBackend(ModelFile.read(engine))
 
 
 def test_rtx_engine_for_other_gpus_is_refused_naming_the_rebuild_for_this_one(tmp_path):
@@ -66,7 +64,7 @@ def test_rtx_engine_for_other_gpus_is_refused_naming_the_rebuild_for_this_one(tm
 
 @pytest.fixture(scope="module", params=["fp16", "fp32"])
 def engine(request, tmp_path_factory):
-    """A B0 engine built by build_engine.py itself for this GPU (so the CLI's TensorRT path runs too), per precision.
+    """A B0 engine built by build_engine.py's library for this GPU (so the build's TensorRT path runs too), per precision.
 
     Skipped only where no engine can exist, decided before building: no TensorRT flavour that runs here,
     or only TensorRT-RTX on a GPU it has no target for (sm90: an H100/H200 without data-center tensorrt).
@@ -76,12 +74,16 @@ def engine(request, tmp_path_factory):
     if no_engine:
         pytest.skip(f"no {request.param} engine for this GPU: {no_engine}")
     out = tmp_path_factory.mktemp(f"engine-{request.param}")
-    arguments = ["--backbones", "b0", "--max-batch", "8", "--precision", request.param, "--out", str(out)]
-    with contextlib.redirect_stderr(io.StringIO()) as stderr:
-        code = build.main([*arguments, "--compute-capability", "current"])
+    options = build.BuildOptions(out=out, max_batch=8, precision=request.param, compute_capability=("current",))
+    try:
+        build.build_all(build.models_to_build(backbones=("b0",)), options)
+    except build.ParityError as error:  # built and ran, but computes something else: a real failure
+        pytest.fail(str(error))
+    except BackendError as error:  # an engine can exist here (checked above): a failed build is a failure
+        pytest.fail(f"no {request.param} engine built: {error}")
     engines = list(out.glob("*.engine"))
-    if code != 0 or not engines:
-        pytest.fail(f"build_engine.py failed (exit {code}, {len(engines)} engines): {stderr.getvalue().strip()[-2000:]}")
+    if not engines:
+        pytest.fail(f"build_engine.py's library built no {request.param} engine where one can exist")
     return engines[0], request.param
 
 
@@ -116,7 +118,7 @@ def test_engine_matches_torch_and_records_where_it_was_built(engine):
 
 @needs_tensorrt_gpu
 def test_engine_takes_crops_already_on_the_gpu_from_several_threads(engine):
-    backend = TensorRTBackend(engine[0])
+    backend = TensorRTBackend(ModelFile.read(engine[0]))
     crops, vectors = random_inputs(backend.spec, 6, seed=6)
     expected = backend.refine(crops, vectors)
     on_gpu = torch.from_numpy(crops).cuda()
@@ -146,5 +148,5 @@ def test_engine_from_another_machine_is_refused_with_the_rebuild_command(engine,
     with pytest.raises(
         BackendError, match=r"built with TensorRT(-RTX)? 9\.0\.0 .*rebuild it here: python build_engine.py --backbones b0"
     ) as error:
-        TensorRTBackend(copy)
+        TensorRTBackend(ModelFile.read(copy))
     assert "\n" not in str(error.value)

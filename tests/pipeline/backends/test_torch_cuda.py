@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backends.build import ENGINE_TOLERANCE
+from pipeline.backends.tensorrt import ENGINE_TOLERANCE
 from pipeline.backends.torch import TorchBackend
 from pipeline.core.spec import paper_spec
 from pipeline.model.random_init import random_inputs, random_refiner

@@ -33,7 +33,7 @@ from pipeline.backends import open_backend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.triton import TritonBackend
 from pipeline.core.errors import BackendError
-from pipeline.model.artifacts import read_spec
+from pipeline.model.artifacts import ModelFile, read_spec
 from pipeline.model.defaults import default_refiner
 
 pytestmark = [pytest.mark.slow, pytest.mark.triton_server]
@@ -196,7 +196,7 @@ def random_batch(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_triton_backend_matches_in_process_onnxruntime(served):
     url, onnx_path = served
     remote = open_backend("triton", onnx_path, max_batch=32, triton_url=url)  # model name: the file's stem
-    local = OnnxRuntimeBackend(onnx_path, "cpu", 32, threads=1)
+    local = OnnxRuntimeBackend(ModelFile.read(onnx_path), "cpu", 32, threads=1)
     assert remote.spec == local.spec and remote.max_batch == MAX_BATCH  # capped by the served max_batch_size
     crops, vectors = random_batch(21, seed=3)  # three requests: 8 + 8 + 5
     expected = local.refine(crops, vectors)

@@ -15,7 +15,7 @@ from onnx import TensorProto
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.torch import TorchBackend
 from pipeline.core.errors import BBRefinementError, ModelFileError
-from pipeline.model.artifacts import SPEC_KEY, read_sidecar, read_spec, sidecar_path, write_sidecar
+from pipeline.model.artifacts import SPEC_KEY, ModelFile, read_sidecar, read_spec, sidecar_path, write_sidecar
 from pipeline.model.export import cached_onnx, export_onnx, prune_cache
 from pipeline.model.random_init import random_inputs
 
@@ -49,7 +49,7 @@ def test_fp16_export_computes_in_half_between_uint8_and_float32(small_model, hal
     kernel_types = {initializer.data_type for initializer in proto.graph.initializer if len(initializer.dims) == 4}
     assert kernel_types == {TensorProto.FLOAT16}
     crops, vectors = random_inputs(small_model.spec, 4, seed=3)
-    half = OnnxRuntimeBackend(half_onnx, "cpu").refine(crops, vectors)
+    half = OnnxRuntimeBackend(ModelFile.read(half_onnx), "cpu").refine(crops, vectors)
     full = TorchBackend(small_model, "cpu").refine(crops, vectors)
     assert half.dtype == np.float32
     # Half-precision noise of a random-init network, not a trained one: ~1e-2 typical, a few outliers.
@@ -71,7 +71,7 @@ def test_onnx_whose_graph_disagrees_with_its_spec_is_rejected(small_model, small
     with pytest.raises(
         ModelFileError, match=r"'crops' is uint8 \(N, 128, 128, 3\) but its spec .* needs uint8 \(N, 96, 96, 3\)"
     ) as error:
-        OnnxRuntimeBackend(wrong, "cpu")
+        ModelFile.read(wrong)
     assert "\n" not in str(error.value)
     with_spec(small_onnx, wrong, replace(small_model.spec, class_names=("person",)).to_json())
     with pytest.raises(ModelFileError, match=r"'vectors' is float32 \(N, 6\) .* needs float32 \(N, 5\)"):
@@ -120,10 +120,12 @@ def test_checkpoint_is_exported_once_per_content(small_model, small_checkpoint, 
 
 def test_the_export_cache_keeps_only_the_most_recently_used_entries(tmp_path):
     cache = tmp_path / "cache"
-    for age, name in enumerate(["newest", "second", "third", "oldest"]):
+    names = {"newest": "a" * 16, "second": "b" * 16, "third": "c" * 16, "oldest": "d" * 16, "openvino": "openvino"}
+    for age, name in enumerate(names.values()):
         entry = cache / name
         entry.mkdir(parents=True)
         (entry / "model.onnx").write_bytes(b"x")
         os.utime(entry, (1_000_000 - age * 100, 1_000_000 - age * 100))
     prune_cache(cache, 2)
-    assert sorted(entry.name for entry in cache.iterdir()) == ["newest", "second"]
+    # Other caches' folders (the oldest here) are not exports and stay.
+    assert sorted(entry.name for entry in cache.iterdir()) == sorted([names["newest"], names["second"], "openvino"])

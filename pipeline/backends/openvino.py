@@ -1,0 +1,103 @@
+"""OpenVINO on the CPU: the refiner's ONNX in BF16 where the CPU computes it natively, FP32 otherwise.
+
+Why: on CPUs with AVX512_BF16 or AMX, BF16 halves the refiner's time at ~1e-3 of FP32's outputs.
+The precision comes from the runtime (`OPTIMIZATION_CAPABILITIES`), never from /proc; "fp32"
+forces full precision. Compiled models are cached under engines/cache/openvino/, so a restart
+skips the compile (the cache is keyed by the ONNX content and the settings). Threads follow the
+CPU runtimes' one policy (pipeline.backends.base.default_cpu_threads): half the cores.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.backends.base import FP32_TOLERANCE, HALF_TOLERANCE, BackendOptions, BackendUnavailable, RefinerBackend, default_cpu_threads
+from pipeline.core.errors import BackendError
+from pipeline.model.artifacts import BOXES, CROPS, VECTORS, ModelFile
+from pipeline.model import defaults
+
+try:
+    import openvino
+except ImportError:  # `auto` falls back to ONNX Runtime
+    openvino = None
+
+PRECISIONS = ("bf16", "fp32")
+# |difference| from FP32 torch on real crops (128 COCO person crops, the committed person refiner): FP32 max
+# 1.2e-6; BF16 max 1.1e-2 on the box outputs and 4.7e-2 on the predicted IoUs, mean 6e-4 and 3.7e-3.
+# Both precisions must stay within these (tests/benchmarks/test_real_crops.py).
+REAL_CROPS_MAX_TOLERANCE = 6e-2
+REAL_CROPS_MEAN_TOLERANCE = 5e-3
+# Random-init weights (parity checks without a checkpoint) are less regular: BF16 reached 3.1e-2 on a B0
+# at 128 px, so BF16 gets the reduced-precision bound, which still catches a broken graph.
+BF16_TOLERANCE = HALF_TOLERANCE
+
+
+def compiled_cache_dir() -> Path:
+    """Where compiled models are kept between runs: engines/cache/openvino/."""
+    return defaults.ENGINES_DIR / "cache" / "openvino"
+
+
+def supported_precisions() -> tuple[str, ...]:
+    """What this CPU computes natively, as the runtime reports it: ("bf16", "fp32") or ("fp32",)."""
+    if openvino is None:
+        return ()
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ("bf16", "fp32") if "BF16" in capabilities else ("fp32",)
+
+
+class OpenVinoBackend(RefinerBackend):
+    """The ONNX graph compiled by OpenVINO for the CPU; one infer request per calling thread."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        onnx: ModelFile,
+        device: str = "cpu",
+        max_batch: int = 32,
+        threads: int | None = None,
+        precision: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        """`precision` None: BF16 where the CPU supports it, else FP32; `cache_dir` None: no compiled-model cache."""
+        if openvino is None:
+            raise BackendUnavailable("openvino is not installed; pip install openvino")
+        if device != "cpu":
+            raise BackendError(f"the openvino backend runs on the CPU, not {device}; use --backend tensorrt or onnxruntime")
+        if precision not in (None, *PRECISIONS):
+            raise BackendError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        super().__init__(onnx.spec, max_batch)
+        self.precision = precision or supported_precisions()[0]
+        if self.precision not in supported_precisions():
+            raise BackendError(f"this CPU has no native {self.precision}; use precision fp32")
+        self.threads = threads or default_cpu_threads()
+        self.parity_tolerance = BF16_TOLERANCE if self.precision == "bf16" else FP32_TOLERANCE
+        config: dict[str, object] = {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": self.threads,
+            "PERFORMANCE_HINT": "LATENCY",  # one stream: a refiner batch is one request
+        }
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(cache_dir)
+        try:
+            self.compiled = openvino.Core().compile_model(str(onnx.path), "CPU", config)
+        except RuntimeError as error:
+            reason = (str(error).strip().splitlines() or ["no reason given"])[0]
+            raise BackendError(f"OpenVINO could not compile {onnx.path.name} ({reason}); use --backend onnxruntime") from None
+        self._boxes = self.compiled.output(BOXES)
+        self._requests = threading.local()
+
+    @classmethod
+    def open(cls, artifact: ModelFile, device: str, max_batch: int, options: BackendOptions) -> OpenVinoBackend:
+        return cls(artifact, device, max_batch, options.threads, options.precision, compiled_cache_dir())
+
+    def _run(self, crops: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        outputs = request.infer({CROPS: crops, VECTORS: vectors}, share_inputs=True)
+        return np.array(outputs[self._boxes], dtype=np.float32)  # a copy: the request reuses its output buffer
