@@ -5,7 +5,7 @@ known relative error (--jitter). Every image goes through FrameRefiner exactly a
 (class mapping by name, windows, CPU crops, backend, acceptance policy); with a refiner that
 predicts its IoU, every policy is scored ("replace" always takes the refined box, "gate" only
 where the refiner predicts an improvement, "blend" mixes the two by the predicted gain). --split val keeps the project's hold-out images
-(train.data.is_validation(file_name, 0.15)), so a refiner is never scored on its training images.
+(pipeline.data.split.is_validation(file_name)), so a refiner is never scored on its training images.
 """
 
 from __future__ import annotations
@@ -21,21 +21,18 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from benchmarks.coco_eval import coco_results
-from benchmarks.jitter import jittered_detections
+from pipeline.data.jitter import jittered_detections
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
 from pipeline.core.spec import RefinerSpec
 from pipeline.core.types import Detections, Frame
 from pipeline.data.coco import AP_KEYS, coco_ap, coco_ap_by_class, load_ground_truth
+from pipeline.data.split import VALIDATION_FRACTION, is_validation
 from pipeline.io.detection_files import ReplayDetector
 from pipeline.io.detectors import Detector, open_detector
 from pipeline.refine.class_mapping import ClassMapping
 from pipeline.refine.policy import default_policy, POLICIES, Policy
 from pipeline.refine.refiner import build_frame_refiner
-from train.data import is_validation
-
-VALIDATION_FRACTION = 0.15  # the project's hold-out split, as train/ uses it
-
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Ground truth, the boxes to refine (a file, jittered GT or a detector), the refiner, the split."""

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -40,7 +40,8 @@ import torch
 from pipeline.backends.base import FP32_TOLERANCE, BackendOptions, BackendUnavailable, RefinerBackend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.registry import REGISTRY
-from pipeline.core.errors import BackendError, ModelFileError, SpecError
+from pipeline.core.errors import BackendError, DetectorError, ModelFileError, SpecError
+from pipeline.data.calibration_crops import CalibrationDataError
 from pipeline.backends.tensorrt import (
     CHOICES,
     CURRENT_TARGET,
@@ -185,6 +186,8 @@ def build_one(
         {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference,
          "cpu_runtimes_vs_torch": others},
     )
+    if options.int8_calibration:
+        build_int8_onnx(onnx_path, spec, common, options)
     if flavour is None:
         return onnx_path, None
     build_one_engine(model, onnx_path, common, options, probe, flavour)
@@ -273,6 +276,33 @@ def build_one_engine(
     write_sidecar(engine_path, {**fields, "executed": True, "max_abs_difference_vs_torch": difference})
 
 
+def build_int8_onnx(onnx_path: Path, spec: RefinerSpec, common: dict, options: argparse.Namespace) -> Path:
+    """<stem>.int8.onnx beside the FP32 ONNX: NNCF QDQ, calibrated on the training images of the given sets.
+
+    The OpenVINO backend finds it by the checkpoint's hash in its sidecar (pipeline.model.quantize.built_int8_onnx).
+    """
+    from pipeline.data.calibration_crops import CalibrationSource, calibration_crops  # cv2, COCO: only when asked
+    from pipeline.model.quantize import Int8Settings, int8_path, quantize_onnx
+
+    sources = [CalibrationSource(*(Path(part) for part in paths)) for paths in options.int8_calibration]
+    started = time.perf_counter()
+    calibration = calibration_crops(sources, spec, options.int8_crops, seed=options.seed)
+    int8 = int8_path(onnx_path)
+    say_if_overwriting(int8)
+    settings = Int8Settings()
+    quantize_onnx(onnx_path, calibration, int8, settings)
+    seconds = time.perf_counter() - started
+    print(f"{int8.stem}: {_shown(int8)} from {len(calibration)} training crops in {seconds:.1f} s")
+    fields = {
+        "artifact": int8.name, "precision": "int8", "profile": None, "tensorrt": None, "gpu": None,
+        "int8": {"settings": asdict(settings), "calibration": [[str(path) for path in paths] for paths in options.int8_calibration],
+                 "crops": len(calibration), "calibration_sha256": calibration.digest()},
+        "build_seconds": round(seconds, 2),
+    }
+    write_sidecar(int8, {**common, **fields})
+    return int8
+
+
 def engine_not_runnable_reason(flavour: Flavour, targets: tuple[str, ...] | None, gpu: dict | None) -> str | None:
     """Why a freshly built engine cannot be compared with torch on this machine (None: it can)."""
     if gpu is None:
@@ -293,6 +323,8 @@ def rebuild_command(source: Source, options: argparse.Namespace) -> str:
         "--out": options.out,
     }
     arguments = [*source.arguments, *(str(part) for setting in settings.items() for part in setting)]
+    for paths in options.int8_calibration or ():
+        arguments += ["--int8-calibration", *(str(path) for path in paths), "--int8-crops", str(options.int8_crops)]
     return shlex.join(["python", "build_engine.py", *arguments])
 
 
@@ -359,10 +391,20 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="--triton-repo: the server rejects requests queued longer than this "
         f"(default: {Batching.timeout_us / 1000:g}; a GPU batch takes ms, a CPU one can take 100+)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for random-init weights and parity crops")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random-init weights, parity and calibration crops")
+    parser.add_argument(
+        "--int8-calibration", nargs="+", action="append", metavar="PATH",
+        help="also write <name>.int8.onnx (NNCF) calibrated on this COCO set's training images: ANNOTATIONS IMAGES "
+        "[DETECTIONS (COCO results of your detector)]; repeat for more sets (default: no INT8 model)",
+    )
+    parser.add_argument("--int8-crops", type=int, default=300, help="calibration crops for --int8-calibration (default: 300)")
     options = parser.parse_args(argv)
     if options.triton_queue_timeout_ms <= 0:
         parser.error("--triton-queue-timeout-ms must be positive")
+    if any(len(paths) not in (2, 3) for paths in options.int8_calibration or ()):
+        parser.error("--int8-calibration takes ANNOTATIONS IMAGES [DETECTIONS]")
+    if options.int8_calibration and options.refiner is None:
+        parser.error("--int8-calibration quantises a trained --refiner; random-init backbones have nothing to keep")
     if options.max_batch < 1 or options.opt_batch < 1:
         parser.error("--max-batch and --opt-batch must be at least 1")
     return options
@@ -372,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_arguments(argv)
     try:
         build_all(models_to_build(options), options)
-    except (ModelFileError, SpecError, TensorRTUnavailable) as error:
+    except (ModelFileError, SpecError, TensorRTUnavailable, CalibrationDataError, DetectorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (BackendError, ParityError, OSError) as error:
