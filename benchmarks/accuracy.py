@@ -48,6 +48,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         help="val: the held-out images; train: the refiners' training images (for calibration)")
     parser.add_argument("--backend", choices=KINDS, default="onnxruntime")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default=None,
+                        help="OpenVINO's float precision (default: BF16 where the CPU has it); an .int8.onnx keeps its int8 layers")
     parser.add_argument("--max-images", type=int, default=None, help="first N images of the split (quick checks)")
     parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
 
@@ -65,7 +67,7 @@ def open_inputs(args: argparse.Namespace) -> tuple[COCO, list[int], Detector, Re
     """Ground truth, the selected image ids, the boxes to refine and the refiner, from the CLI."""
     ground_truth = load_ground_truth(args.annotations)
     image_ids = select_images(ground_truth, args.split, args.max_images)
-    return ground_truth, image_ids, input_detector(args, ground_truth, image_ids), open_backend(args.backend, args.refiner, args.device)
+    return ground_truth, image_ids, input_detector(args, ground_truth, image_ids), open_backend(args.backend, args.refiner, args.device, precision=args.precision)
 
 
 def main(args: argparse.Namespace) -> None:

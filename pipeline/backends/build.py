@@ -40,7 +40,7 @@ import torch
 from pipeline.backends.base import FP32_TOLERANCE, BackendOptions, BackendUnavailable, RefinerBackend
 from pipeline.backends.onnxruntime import OnnxRuntimeBackend
 from pipeline.backends.registry import REGISTRY
-from pipeline.core.errors import BackendError, DetectorError, ModelFileError, SpecError
+from pipeline.core.errors import BackendError, ClassMappingError, DetectorError, ModelFileError, SpecError
 from pipeline.data.calibration_crops import CalibrationDataError
 from pipeline.backends.tensorrt import (
     CHOICES,
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_arguments(argv)
     try:
         build_all(models_to_build(options), options)
-    except (ModelFileError, SpecError, TensorRTUnavailable, CalibrationDataError, DetectorError) as error:
+    except (ModelFileError, SpecError, TensorRTUnavailable, CalibrationDataError, ClassMappingError, DetectorError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (BackendError, ParityError, OSError) as error:

@@ -50,7 +50,7 @@ class Int8Settings:
     """What NNCF is told; every field is part of the cache key."""
 
     preset: str = "performance"  # nncf.QuantizationPreset: symmetric activations, the fastest kernels
-    fast_bias_correction: bool = True
+    fast_bias_correction: bool = False  # full bias correction: box error on held-in crops 0.0026 -> 0.0018 of the crop, minutes longer
     float_scope: tuple[str, ...] = FLOAT_SCOPE
 
     def digest(self) -> str:

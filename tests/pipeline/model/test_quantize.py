@@ -69,7 +69,7 @@ def test_cache_reuses_one_quantisation_per_checkpoint_settings_and_data(small_ch
     assert first == again and len(calls) == 1
     assert first.parent.name == ModelFile.of(small_checkpoint).sha256[:16]
     other_data = CalibrationCrops(calibration.crops[::-1].copy(), calibration.vectors[::-1].copy())
-    other_settings = Int8Settings(fast_bias_correction=False)
+    other_settings = Int8Settings(fast_bias_correction=True)
     assert Int8Settings().digest() != other_settings.digest()
     assert other_data.digest() != calibration.digest()
     assert read_spec(first) == ModelFile.of(small_checkpoint).spec
