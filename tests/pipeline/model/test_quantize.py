@@ -45,8 +45,8 @@ def test_backbone_convolutions_get_qdq_and_heads_stay_float(int8_onnx, small_mod
 
 def test_int8_outputs_stay_close_to_fp32(small_onnx, int8_onnx, small_model):
     crops, vectors = random_inputs(small_model.spec, 8, seed=12)  # not the calibration crops
-    full = OnnxRuntimeBackend(small_onnx, "cpu").refine(crops, vectors)
-    int8 = OnnxRuntimeBackend(int8_onnx, "cpu").refine(crops, vectors)
+    full = OnnxRuntimeBackend(ModelFile.of(small_onnx), "cpu").refine(crops, vectors)
+    int8 = OnnxRuntimeBackend(ModelFile.of(int8_onnx), "cpu").refine(crops, vectors)
     error = np.abs(int8 - full).mean()
     spread = np.abs(full - full.mean(axis=0)).mean()  # how much the outputs move from one crop to the next
     # A random-init B0 on noise crops is chaotic, so quantisation noise is a fair part of the spread;
