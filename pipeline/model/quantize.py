@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pipeline.model.artifacts import CROPS, SPEC_KEY, VECTORS, ModelFile, check_onnx_interface, read_sidecar
-from pipeline.model.defaults import ENGINES_DIR
+from pipeline.model.artifacts import CROPS, SPEC_KEY, VECTORS, ModelFile, check_onnx_interface
 from pipeline.model.export import CACHE_KEEP, ONNX_CACHE_DIR, cached_onnx, prune_cache
 
 # ONNX node-name patterns kept in float: every head after the backbone (export names nodes /model/<module>/...).
@@ -107,17 +106,6 @@ def cached_int8_onnx(
 def int8_path(fp32_onnx: Path) -> Path:
     """Where build_engine.py writes a model's INT8 ONNX: beside the FP32 one, `<stem>.int8.onnx`."""
     return Path(fp32_onnx).with_suffix(".int8.onnx")
-
-
-def built_int8_onnx(checkpoint: ModelFile, engines_dir: Path | None = None) -> ModelFile | None:
-    """The INT8 ONNX build_engine.py --int8-calibration made from this checkpoint (its sidecar names the
-    checkpoint's hash), or None. It cannot be made at run time: calibration needs images."""
-    path = int8_path(Path(engines_dir or ENGINES_DIR) / f"{checkpoint.path.stem}.onnx")
-    if not path.is_file():
-        return None
-    if read_sidecar(path).get("checkpoint_sha256") != checkpoint.sha256:
-        return None  # made from another version of the checkpoint
-    return ModelFile(path, checkpoint.spec)  # written from this spec by build_engine.py
 
 
 def _without_output_casts(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -132,3 +132,34 @@ def test_triton_repo_holds_the_built_onnx_and_engine_with_parsing_configs(tmp_pa
         inputs = [(tensor.name, list(tensor.dims)) for tensor in config.input]
         assert inputs == [("crops", [128, 128, 3]), ("vectors", [spec.vector_size])]
         assert RefinerSpec.from_json(config.parameters["bbrefinement.spec"].string_value) == spec
+
+
+@pytest.mark.slow
+def test_int8_calibration_writes_a_quantised_onnx_with_its_provenance(tmp_path, coco_person, capsys):
+    """Real NNCF on a small refiner, calibrated on 8 crops of coco-person's training images, provenance in the sidecar."""
+    # B0 at 128 px: a random-init MobileNetV3 at 64 px is chaotic enough to fail the BF16 parity check (0.19)
+    spec = RefinerSpec(backbone="efficientnet_b0", input_size=128, class_names=("person",))
+    checkpoint = save_refiner(random_refiner(spec), tmp_path / "refiner-tiny.safetensors")
+    calibration = [str(coco_person / "annotations" / "instances_person.json"), str(coco_person / "images")]
+    arguments = ["--refiner", str(checkpoint), "--out", str(tmp_path / "out"), "--precision", "fp32",
+                 "--int8-calibration", *calibration, "--int8-crops", "8"]
+    assert main(arguments) == 0
+    int8 = tmp_path / "out" / "refiner-tiny.int8.onnx"
+    sidecar = read_sidecar(int8)
+    assert read_spec(int8) == spec and sidecar["precision"] == "int8" and sidecar["int8"]["crops"] == 8
+    assert sidecar["int8"]["calibration"] == [calibration] and sidecar["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert "--int8-calibration " + " ".join(calibration) + " --int8-crops 8" in sidecar["rebuild_command"]
+    assert "refiner-tiny.int8: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--backbones", "b0", "--int8-calibration", "a.json", "images"], "quantises a trained --refiner"),
+        (["--refiner", "x.safetensors", "--int8-calibration", "a.json"], "takes ANNOTATIONS IMAGES [DETECTIONS]"),
+    ],
+)
+def test_bad_int8_options_are_usage_errors(capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
