@@ -56,7 +56,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--triton-queue-timeout-ms", type=float, default=BuildOptions.triton_queue_timeout_ms,
         help="--triton-repo: the server rejects requests queued longer than this (a GPU batch takes ms, a CPU one can take 100+)",
     )
-    parser.add_argument("--seed", type=int, default=BuildOptions.seed, help="seed for random-init weights and parity crops")
+    parser.add_argument("--seed", type=int, default=BuildOptions.seed, help="seed for random-init weights, parity and calibration crops")
+    parser.add_argument(
+        "--int8-calibration", nargs="+", action="append", metavar="PATH", default=[],
+        help="also write <name>.int8.onnx (NNCF) calibrated on this COCO set's training images: ANNOTATIONS IMAGES "
+        "[DETECTIONS (COCO results of your detector)]; repeat for more sets",
+    )
+    parser.add_argument("--int8-crops", type=int, default=BuildOptions.int8_crops, help="calibration crops for --int8-calibration")
     return parser.parse_args(argv)
 
 
@@ -67,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             out=arguments.out, max_batch=arguments.max_batch, opt_batch=arguments.opt_batch, precision=arguments.precision,
             trt=arguments.trt, compute_capability=arguments.compute_capability, triton_repo=arguments.triton_repo,
             triton_queue_timeout_ms=arguments.triton_queue_timeout_ms, seed=arguments.seed, report=print,
+            int8_calibration=tuple(tuple(Path(path) for path in paths) for paths in arguments.int8_calibration),
+            int8_crops=arguments.int8_crops,
         )
         classes = tuple(name.strip() for name in arguments.classes.split(",") if name.strip())
         build_all(models_to_build(arguments.refiner, arguments.backbones or (), classes, arguments.seed), options)

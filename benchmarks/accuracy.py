@@ -5,7 +5,7 @@ known relative error (--jitter). Every image goes through FrameRefiner exactly a
 (class mapping by name, windows, CPU crops, backend, acceptance policy); with a refiner that
 predicts its IoU, every policy is scored ("replace" always takes the refined box, "gate" only
 where the refiner predicts an improvement, "blend" mixes the two by the predicted gain). --split val keeps the project's hold-out images
-(train.data.is_validation(file_name, 0.15)), so a refiner is never scored on its training images.
+(pipeline.data.split.is_validation(file_name)), so a refiner is never scored on its training images.
 """
 
 from __future__ import annotations
@@ -21,21 +21,18 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from benchmarks.coco_eval import coco_results
-from benchmarks.jitter import jittered_detections
+from pipeline.data.jitter import jittered_detections
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
 from pipeline.core.spec import RefinerSpec
 from pipeline.core.types import Detections, Frame
 from pipeline.data.coco import AP_KEYS, coco_ap, coco_ap_by_class, load_ground_truth
+from pipeline.data.split import VALIDATION_FRACTION, is_validation
 from pipeline.io.detection_files import ReplayDetector
 from pipeline.io.detectors import Detector, open_detector
 from pipeline.refine.class_mapping import ClassMapping
 from pipeline.refine.policy import default_policy, POLICIES, Policy
 from pipeline.refine.refiner import build_frame_refiner
-from train.data import is_validation
-
-VALIDATION_FRACTION = 0.15  # the project's hold-out split, as train/ uses it
-
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Ground truth, the boxes to refine (a file, jittered GT or a detector), the refiner, the split."""
@@ -51,6 +48,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         help="val: the held-out images; train: the refiners' training images (for calibration)")
     parser.add_argument("--backend", choices=KINDS, default="onnxruntime")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default=None,
+                        help="OpenVINO's float precision (default: BF16 where the CPU has it); an .int8.onnx keeps its int8 layers")
     parser.add_argument("--max-images", type=int, default=None, help="first N images of the split (quick checks)")
     parser.add_argument("--out", type=Path, default=None, help="report JSON (a .md is written beside it)")
 
@@ -68,7 +67,7 @@ def open_inputs(args: argparse.Namespace) -> tuple[COCO, list[int], Detector, Re
     """Ground truth, the selected image ids, the boxes to refine and the refiner, from the CLI."""
     ground_truth = load_ground_truth(args.annotations)
     image_ids = select_images(ground_truth, args.split, args.max_images)
-    return ground_truth, image_ids, input_detector(args, ground_truth, image_ids), open_backend(args.backend, args.refiner, args.device)
+    return ground_truth, image_ids, input_detector(args, ground_truth, image_ids), open_backend(args.backend, args.refiner, args.device, precision=args.precision)
 
 
 def main(args: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="measure this model (.safetensors/.onnx/.engine) instead of the paper backbones",
     )
+    parser.add_argument(
+        "--input-sizes", default="",
+        help="with --refiner: also time random-init copies of its architecture at these input sizes, e.g. 128 "
+        "(speed does not depend on the weights)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--crops-only",
@@ -97,6 +103,8 @@ def main(args: argparse.Namespace) -> None:
         return
     if args.refiner:
         models = {Path(args.refiner).stem: Path(args.refiner)}
+        for size in (int(size) for size in args.input_sizes.split(",") if size.strip()):
+            models[f"{Path(args.refiner).stem} at {size} px (random init)"] = resized_checkpoint(Path(args.refiner), size)
     else:
         models = {name: random_checkpoint(name) for name in args.backbones.split(",")}
     rows = []
@@ -195,6 +203,18 @@ def random_checkpoint(short_name: str, models_dir: Path = BENCHMARK_MODELS_DIR) 
     from pipeline.model.random_init import random_refiner
 
     spec = paper_spec(short_name, CLASS_NAMES)
+    path = Path(models_dir) / f"{spec.name}-random.safetensors"
+    if not path.is_file():
+        save_refiner(random_refiner(spec), path)
+    return path
+
+
+def resized_checkpoint(refiner: Path, input_size: int, models_dir: Path = BENCHMARK_MODELS_DIR) -> Path:
+    """A random-init copy of a refiner's architecture at another input size, saved once like random_checkpoint."""
+    from pipeline.model.artifacts import ModelFile
+    from pipeline.model.random_init import random_refiner
+
+    spec = replace(ModelFile.of(refiner).spec, input_size=input_size)
     path = Path(models_dir) / f"{spec.name}-random.safetensors"
     if not path.is_file():
         save_refiner(random_refiner(spec), path)

@@ -2,7 +2,7 @@
 
 A sequence is its frames, the detector's boxes per frame and the ground truth with object ids.
 On the generated clips the "detector" is the ground truth with each side moved by N(0, sigma x side)
-independently per frame (benchmarks.jitter, the accuracy benchmark's known error level) and a few
+independently per frame (pipeline.data.jitter, the accuracy benchmark's known error level) and a few
 boxes missed: exactly the frame-to-frame shimmer a refiner and a smoother should remove.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.jitter import jitter_boxes
+from pipeline.data.jitter import jitter_boxes
 from benchmarks.tracking_metrics import TruthFrame
 from pipeline.core.geometry import xywh_to_xyxy
 from pipeline.core.types import Detections, Frame

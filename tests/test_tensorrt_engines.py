@@ -33,6 +33,8 @@ from pipeline.core.spec import BACKBONES, RefinerSpec, paper_spec
 from pipeline.model.artifacts import file_sha256, read_sidecar
 from pipeline.model.export import export_onnx
 from pipeline.model.net import RefinerNet
+from pipeline.model.quantize import CalibrationCrops, quantize_onnx
+from pipeline.model.random_init import random_inputs, random_refiner
 
 REPO = Path(__file__).resolve().parents[1]
 PERSON_REFINER = next((REPO / "engines").glob("refiner-person-*.safetensors"))
@@ -132,6 +134,24 @@ def test_every_backbone_builds_a_real_fp16_engine(short):
     network = expected_network(spec)
     assert (built.inputs, built.outputs) == (network["inputs"], network["outputs"])
     assert engine.stat().st_size == built.serialized_bytes > 1_000_000 and built.targets == PORTABLE_TARGETS
+
+
+@pytest.mark.slow
+def test_int8_qdq_onnx_builds_a_real_engine(tmp_path):
+    """NNCF's QDQ ONNX (the OpenVINO INT8 model) is accepted by TensorRT-RTX: explicit int8 from its scales.
+
+    Build only: whether the engine keeps accuracy needs a GPU (uint8 activation zero points are
+    imported as int8 with a warning; engines/README.md).
+    """
+    spec = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=("person",), head="edges")
+    model = random_refiner(spec)
+    fp32 = export_onnx(model, tmp_path / "tiny.onnx", 4)
+    int8 = quantize_onnx(fp32, CalibrationCrops(*random_inputs(spec, 16, seed=1)), tmp_path / "tiny.int8.onnx")
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(int8)).graph.node)
+    built = build_engine_file(RTX, int8, tmp_path / "tiny.int8.engine", spec, "fp32", BatchProfile(1, 2, 4))
+    network = expected_network(spec)
+    assert (built.inputs, built.outputs) == (network["inputs"], network["outputs"]) and built.targets == PORTABLE_TARGETS
+    assert (tmp_path / "tiny.int8.engine").stat().st_size == built.serialized_bytes
 
 
 def rejected_onnx(path: Path) -> Path:

@@ -12,7 +12,6 @@ real false positives next to jittered ground truth.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torchvision.ops import box_iou
 
 from pipeline.core.errors import BBRefinementError
 from pipeline.core.geometry import xywh_to_xyxy
+from pipeline.data.split import is_validation
 
 
 class DatasetError(BBRefinementError, ValueError):
@@ -42,12 +42,6 @@ class AnnotatedImage:
     detected: np.ndarray | None = None  # (M, 4) a real detector's boxes (xyxy) of the refiner's classes
     detected_match: np.ndarray | None = None  # (M,) index into `boxes` of the best-overlapping truth, -1 if none
     detected_iou: np.ndarray | None = None  # (M,) IoU with that truth (0 where none)
-
-
-def is_validation(file_name: str, fraction: float) -> bool:
-    """Deterministic split: the sha1 of the name, read as a fraction of 2^160, below `fraction`."""
-    digest = int(hashlib.sha1(f"bbrefinement-val:{file_name}".encode()).hexdigest(), 16)
-    return digest / 2**160 < fraction
 
 
 def load_coco(annotations: Path) -> dict:

@@ -27,10 +27,11 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -86,7 +87,10 @@ class BuildOptions:
     compute_capability: tuple[str, ...] = PORTABLE_TARGETS  # TensorRT-RTX targets
     triton_repo: Path | None = None  # also write a Triton model repository here
     triton_queue_timeout_ms: float = Batching.timeout_us / 1000
-    seed: int = 0  # random-init weights and parity crops
+    seed: int = 0  # random-init weights, parity and calibration crops
+    # Also write <name>.int8.onnx (NNCF), calibrated on these COCO sets' training images: (annotations, images[, detections]).
+    int8_calibration: tuple[tuple[Path, ...], ...] = ()
+    int8_crops: int = 300
     report: Callable[[str], None] = field(default=log.info, compare=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +103,10 @@ class BuildOptions:
         if self.trt not in CHOICES:
             raise UsageError(f"TensorRT flavour {self.trt!r} is not one of {', '.join(CHOICES)}")
         parse_targets(",".join(self.compute_capability))  # raises UsageError naming the valid targets
+        if any(len(paths) not in (2, 3) for paths in self.int8_calibration):
+            raise UsageError("--int8-calibration takes ANNOTATIONS IMAGES [DETECTIONS]")
+        if self.int8_crops < 1:
+            raise UsageError("--int8-crops must be at least 1")
 
 
 class ParityError(RuntimeError):
@@ -190,6 +198,8 @@ def build_one(
     model: RefinerNet, source: Source, options: BuildOptions, flavour: Flavour | None
 ) -> tuple[Path, Path | None]:
     """Returns the ONNX file and the engine (None when no TensorRT built one)."""
+    if options.int8_calibration and source.checkpoint is None:
+        raise UsageError("--int8-calibration quantises a trained --refiner; random-init backbones have nothing to keep")
     spec = model.spec
     crops, vectors = random_inputs(spec, min(PARITY_BATCH, options.max_batch), options.seed)
     probe = Probe(crops, vectors, TorchBackend(model, "cpu", options.max_batch).refine(crops, vectors))
@@ -216,6 +226,8 @@ def build_one(
         {**common, **onnx_fields, "build_seconds": round(seconds, 2), "max_abs_difference_vs_torch": difference,
          "cpu_runtimes_vs_torch": others},
     )
+    if options.int8_calibration:
+        build_int8_onnx(onnx_path, source.checkpoint, spec, common, options)
     if flavour is None:
         return onnx_path, None
     build_one_engine(model, onnx_path, common, options, probe, flavour)
@@ -313,6 +325,34 @@ def engine_not_runnable_reason(flavour: Flavour, targets: tuple[str, ...] | None
     return None
 
 
+def build_int8_onnx(onnx_path: Path, checkpoint: Path, spec: RefinerSpec, common: dict, options: BuildOptions) -> Path:
+    """<stem>.int8.onnx beside the FP32 ONNX: NNCF QDQ of the checkpoint, calibrated on the training
+    images of the given sets (quantised once per checkpoint, settings and crops: engines/cache/).
+
+    Not a default anywhere (held-out AP: benchmarks/results/cpu-2core/int8/); run it with --backend openvino.
+    """
+    from pipeline.data.calibration_crops import CalibrationSource, calibration_crops  # cv2, COCO: only when asked
+    from pipeline.model.quantize import Int8Settings, cached_int8_onnx, int8_path
+
+    sources = [CalibrationSource(*(Path(part) for part in paths)) for paths in options.int8_calibration]
+    started = time.perf_counter()
+    calibration = calibration_crops(sources, spec, options.int8_crops, seed=options.seed)
+    int8 = int8_path(onnx_path)
+    say_if_overwriting(int8, options.report)
+    settings = Int8Settings()
+    shutil.copyfile(cached_int8_onnx(checkpoint, calibration, settings), int8)  # NNCF takes minutes: once per data
+    seconds = time.perf_counter() - started
+    options.report(f"{int8.stem}: {_shown(int8)} from {len(calibration)} training crops in {seconds:.1f} s")
+    fields = {
+        "artifact": int8.name, "precision": "int8", "profile": None, "tensorrt": None, "gpu": None,
+        "int8": {"settings": asdict(settings), "calibration": [[str(path) for path in paths] for paths in options.int8_calibration],
+                 "crops": len(calibration), "calibration_sha256": calibration.digest()},
+        "build_seconds": round(seconds, 2),
+    }
+    write_sidecar(int8, {**common, **fields})
+    return int8
+
+
 def rebuild_command(source: Source, options: BuildOptions) -> str:
     settings = {
         "--max-batch": options.max_batch,
@@ -324,6 +364,8 @@ def rebuild_command(source: Source, options: BuildOptions) -> str:
         "--out": options.out,
     }
     arguments = [*source.arguments, *(str(part) for setting in settings.items() for part in setting)]
+    for paths in options.int8_calibration:
+        arguments += ["--int8-calibration", *(str(path) for path in paths), "--int8-crops", str(options.int8_crops)]
     return shlex.join(["python", "build_engine.py", *arguments])
 
 

@@ -10,7 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from benchmarks.coco_eval import coco_results
-from benchmarks.jitter import jittered_detections
+from pipeline.data.jitter import jittered_detections
 from pipeline.data.coco import coco_ap, coco_ap_by_class, load_ground_truth
 
 PEOPLE = [[10, 10, 60, 150], [200, 40, 80, 200], [400, 300, 120, 160], [600, 100, 50, 90]]

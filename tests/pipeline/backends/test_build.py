@@ -154,3 +154,31 @@ def test_triton_repo_holds_the_built_onnx_and_engine_with_parsing_configs(tmp_pa
         inputs = [(tensor.name, list(tensor.dims)) for tensor in config.input]
         assert inputs == [("crops", [128, 128, 3]), ("vectors", [spec.vector_size])]
         assert RefinerSpec.from_json(config.parameters["bbrefinement.spec"].string_value) == spec
+
+
+@pytest.mark.slow
+def test_int8_calibration_writes_a_quantised_onnx_with_its_provenance(tmp_path, coco_person):
+    """Real NNCF on a small refiner, calibrated on 8 crops of coco-person's training images, provenance in the sidecar."""
+    # B0 at 128 px: a random-init MobileNetV3 at 64 px is chaotic enough to fail the BF16 parity check (0.19)
+    spec = RefinerSpec(backbone="efficientnet_b0", input_size=128, class_names=("person",))
+    checkpoint = save_refiner(random_refiner(spec), tmp_path / "refiner-tiny.safetensors")
+    calibration = (coco_person / "annotations" / "instances_person.json", coco_person / "images")
+    lines: list[str] = []
+    options = BuildOptions(out=tmp_path / "out", precision="fp32", int8_calibration=(calibration,), int8_crops=8, report=lines.append)
+    build_all(models_to_build(checkpoint), options)
+    int8 = tmp_path / "out" / "refiner-tiny.int8.onnx"
+    sidecar = read_sidecar(int8)
+    assert read_spec(int8) == spec and sidecar["precision"] == "int8" and sidecar["int8"]["crops"] == 8
+    assert sidecar["int8"]["calibration"] == [[str(path) for path in calibration]]
+    assert sidecar["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert "--int8-calibration " + " ".join(map(str, calibration)) + " --int8-crops 8" in sidecar["rebuild_command"]
+    assert any(line.startswith("refiner-tiny.int8: ") for line in lines)
+
+
+def test_int8_calibration_needs_a_trained_refiner_and_two_or_three_paths(tmp_path):
+    with pytest.raises(UsageError, match="takes ANNOTATIONS IMAGES"):
+        BuildOptions(int8_calibration=((Path("a.json"),),))
+    options = BuildOptions(out=tmp_path, int8_calibration=((Path("a.json"), Path("images")),))
+    with pytest.raises(UsageError, match="quantises a trained --refiner"):
+        build_all(models_to_build(backbones=("b0",)), options)
+    assert not list(tmp_path.iterdir())  # refused before any work

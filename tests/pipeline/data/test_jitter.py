@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pycocotools.coco import COCO
 
-from benchmarks.jitter import jitter_boxes, jittered_detections
+from pipeline.data.jitter import jitter_boxes, jittered_detections
 
 FRAME = (4000, 4000)
 
