@@ -26,7 +26,8 @@ class RefineResult:
     """Refined boxes of one image, in the order they were given.
 
     boxes: (N, 4) float64 xyxy, the box to use (refined where refined, else the input box);
-    status: per box, why it is what it is ("refined", "gated", "unmapped", "unusable", "small");
+    status: per box, why it is what it is ("refined", "gated", "unmapped", "unusable", "small",
+    "skipped_gain", "skipped_budget");
     predicted_iou: (N, 2) predicted IoU of the input box and of the refined box with the object
     (NaN for boxes not refined), or None when the model does not predict IoU.
     """
@@ -49,7 +50,9 @@ class Refiner:
     """Refine detector boxes with a refiner model file (.safetensors, .onnx or .engine).
 
     `path` None: the committed person refiner. `backend` "auto" picks TensorRT, ONNX Runtime or
-    torch; `device` None: CUDA when available. Not thread-safe: use one Refiner per thread.
+    torch; `device` None: CUDA when available. `profile`: the calibration profile of the detector
+    whose boxes you pass ("yolov8n", ...; None: "generic"); `max_refine`: at most this many boxes
+    per call are refined, those with the highest expected gain. Not thread-safe: use one Refiner per thread.
     """
 
     def __init__(
@@ -63,12 +66,14 @@ class Refiner:
         flip_tta: bool = False,
         iterations: int = 1,
         max_batch: int = 32,
+        profile: str | None = None,
+        max_refine: int | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_refiner()
         self.device = resolve_device(device)
         self._frame_refiner = build_frame_refiner(
             self.path, None, backend=backend, device=self.device, max_batch=max_batch,
-            min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations,
+            min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations, profile=profile, max_refine=max_refine,
         )
         self.spec = self._frame_refiner.spec
         self._index = {canonical_name(name): index for index, name in enumerate(self.spec.class_names)}

@@ -23,13 +23,15 @@ import numpy as np
 
 from pipeline.backends import open_backend
 from pipeline.backends.base import RefinerBackend
+from pipeline.core.calibration import GENERIC_PROFILE
 from pipeline.core.errors import UsageError
 from pipeline.core.geometry import crop_windows, decode, longer_sides, mixture_vectors, usable_boxes
 from pipeline.core.types import Detections, Frame, RefinedDetections, RefineStatus
 from pipeline.model.artifacts import ModelFile
 from pipeline.refine.class_mapping import ClassMapping
 from pipeline.refine.crops import CpuCropper
-from pipeline.refine.policy import Calibration, Policy, check_policy, default_policy, refined_weight, rescored
+from pipeline.refine.gate import box_gain_inputs, expected_gain, gate_decision
+from pipeline.refine.policy import Policy, check_policy, choose_profile, default_policy, refined_weight, rescored
 
 # Stands for every class the refiner does not know; such boxes pass through with status "unmapped".
 OTHER_CLASS = "\x00other"
@@ -112,12 +114,19 @@ class FrameRefiner:
         policy: Policy | None = None,
         flip_tta: bool = False,
         iterations: int = 1,
+        profile: str | None = None,
+        detector_profile: str = GENERIC_PROFILE,
+        max_refine: int | None = None,
+        gate: bool = True,
     ) -> None:
         self.spec = backend.spec
         self.policy = check_policy(policy or default_policy(self.spec), self.spec)  # now, not mid-stream
-        self.calibration = Calibration.of(self.spec)
+        # The detector's calibration profile (or --profile's): the policy's constants and the gate.
+        self.profile, self.calibration = choose_profile(self.spec, detector_profile, profile)
         if iterations < 1:
             raise UsageError(f"iterations must be at least 1; got {iterations}")
+        if max_refine is not None and max_refine < 0:
+            raise UsageError(f"--max-refine must be non-negative; got {max_refine}")
         if mapping.refiner_names != self.spec.class_names:
             raise ValueError("the class mapping was built for another refiner's classes")
         if min_size < 0:
@@ -128,6 +137,11 @@ class FrameRefiner:
         self.min_size = min_size
         self.flip_tta = flip_tta
         self.iterations = iterations
+        self.max_refine = max_refine
+        # The gate skips boxes for blend and gate, which it was fitted for; replace (the paper's
+        # policy) refines every box, and calibration itself (gate=False) must see every box's gain.
+        self.gate = self.calibration.gate if gate else None
+        self.gate_threshold = -np.inf if self.gate is None or self.policy == "replace" else self.gate.threshold
         # Later iterations crop in the refine stage, while the crop stage keeps using `cropper`
         # (a ring of buffers owned by that stage): they get their own single-thread CPU cropper.
         self._iteration_cropper = CpuCropper(self.spec.input_size) if iterations > 1 else None
@@ -140,7 +154,11 @@ class FrameRefiner:
     def prepare(
         self, frame: Frame, detections: Detections, only: np.ndarray | None = None, cropper: Cropper | None = None
     ) -> RefineJob:
-        """Choose, window and crop the detections to refine (`only`: a mask further limiting them)."""
+        """Choose, window and crop the detections to refine.
+
+        `only`: a mask that chose them already (later iterations); otherwise the profile's gate and
+        the per-frame budget skip boxes before they are cropped.
+        """
         height, width = frame.image.shape[:2]
         boxes = detections.boxes
         refiner_ids = self.mapping.to_refiner(detections.class_ids)
@@ -148,16 +166,33 @@ class FrameRefiner:
         usable = usable_boxes(boxes, width, height)
         with np.errstate(invalid="ignore"):
             large = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_size
+        candidates = mapped & usable & large
+        skipped_gain, skipped_budget = np.zeros_like(candidates), np.zeros_like(candidates)
+        if only is None:
+            skipped_gain[candidates], skipped_budget[candidates] = self._skipped(detections, refiner_ids, candidates, (width, height))
         status = np.select(
-            [~mapped, ~usable, ~large],
-            [RefineStatus.UNMAPPED, RefineStatus.UNUSABLE, RefineStatus.SMALL],
+            [~mapped, ~usable, ~large, skipped_gain, skipped_budget],
+            [RefineStatus.UNMAPPED, RefineStatus.UNUSABLE, RefineStatus.SMALL, RefineStatus.SKIPPED_GAIN, RefineStatus.SKIPPED_BUDGET],
             RefineStatus.REFINED,
         )
-        selected = np.flatnonzero(mapped & usable & large & (True if only is None else only))
+        selected = np.flatnonzero(candidates & ~skipped_gain & ~skipped_budget & (True if only is None else only))
         windows = crop_windows(boxes[selected], self.spec.padding)
         vectors = mixture_vectors(refiner_ids[selected], boxes[selected], windows, self.spec.num_classes)
         crops = (cropper or self.cropper).crop(frame.image, windows)
         return RefineJob(frame, detections, (width, height), tuple(RefineStatus(s) for s in status), selected, windows, crops, vectors)
+
+    def _skipped(self, detections: Detections, refiner_ids: np.ndarray, candidates: np.ndarray,
+                 frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Over the candidate boxes: skipped by the gate, skipped by the budget. Without a gate every box
+        is expected to pay alike, so the budget keeps the detector's first boxes (Ultralytics: best score first)."""
+        count = int(candidates.sum())
+        if self.gate is None:
+            if self.max_refine is None:
+                return np.zeros(count, dtype=bool), np.zeros(count, dtype=bool)
+            return gate_decision(np.zeros(count), -np.inf, self.max_refine)
+        sides, features = box_gain_inputs(detections.boxes[candidates], detections.scores[candidates], frame_size)
+        names = [self.spec.class_names[i] for i in refiner_ids[candidates]]
+        return gate_decision(expected_gain(self.gate, sides, features, names), self.gate_threshold, self.max_refine)
 
     def prepare_many(self, pairs: Sequence[tuple[Frame, Detections]]) -> BatchJob:
         """Prepare several frames (many streams) so that `finish_many` refines them in ONE backend call.
@@ -277,6 +312,10 @@ def build_frame_refiner(
     gpu_crops: bool | None = None,
     triton_url: str | None = None,
     triton_model: str | None = None,
+    profile: str | None = None,
+    detector_profile: str = GENERIC_PROFILE,
+    max_refine: int | None = None,
+    gate: bool = True,
 ) -> FrameRefiner:
     """A FrameRefiner for a detector's classes: the one place one is put together.
 
@@ -287,6 +326,9 @@ def build_frame_refiner(
     classes plus OTHER_CLASS, for callers that name classes per box (Refiner). `queue_size`: crops live in a ring of
     queue_size + 2 buffers, for a pipeline whose crop and refine stages run in separate threads;
     None: one buffer, for callers that refine each frame before cropping the next.
+    `profile` (--profile) or else `detector_profile` (the detector's) picks the calibration profile;
+    `max_refine` (--max-refine) bounds the boxes refined per frame; `gate` False refines every box
+    the gate would skip (calibration measures their gain).
     """
     if not isinstance(model, RefinerBackend):
         model = ModelFile.of(model)
@@ -308,4 +350,5 @@ def build_frame_refiner(
         from pipeline.refine.crop_ring import CropperRing
 
         cropper = CropperRing(spec.input_size, workers, queue_size)
-    return FrameRefiner(runtime, mapping, cropper, min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations)
+    return FrameRefiner(runtime, mapping, cropper, min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations,
+                        profile=profile, detector_profile=detector_profile, max_refine=max_refine, gate=gate)

@@ -19,7 +19,8 @@ from pipeline.refine.class_mapping import ClassMapping
 from pipeline.refine.crop_ring import CropperRing
 from pipeline.refine.crops import CpuCropper
 from pipeline.refine.gpu_crops import GpuCropper
-from pipeline.refine.policy import Calibration, accept_refined, check_policy, default_policy, leaves_every_box_alone, refined_weight
+from pipeline.core.calibration import Calibration
+from pipeline.refine.policy import accept_refined, check_policy, choose_profile, default_policy, leaves_every_box_alone, refined_weight
 from pipeline.refine.refiner import FrameRefiner
 
 REFINER_CLASSES = ("person", "disc")
@@ -254,9 +255,9 @@ def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
 
 
     spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
-    assert Calibration.of(spec) == Calibration()  # an uncalibrated model: default blend, detector's scores
-    calibrated = replace(spec, extra=Calibration(0.02, 0.0, 2.0, "test").as_extra())
-    assert Calibration.of(RefinerSpec.from_json(calibrated.to_json())) == Calibration(0.02, 0.0, 2.0, "test")
+    assert choose_profile(spec) == ("generic", Calibration())  # an uncalibrated model: default blend, detector's scores
+    calibrated = replace(spec, profiles={"generic": Calibration(0.02, 0.0, 2.0, "test")})
+    assert RefinerSpec.from_json(calibrated.to_json()).profiles == {"generic": Calibration(0.02, 0.0, 2.0, "test")}
     # Predicted IoU 0.5 for the input box and 0.7 for the refined one: blend weight sigmoid(0.2 / 0.02) ~ 1.
     outputs = FixedOutputs(calibrated, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
     detections = Detections([[10, 10, 60, 90]], [0.9], [0], DETECTOR_CLASSES)
@@ -293,7 +294,6 @@ def test_a_max_box_side_leaves_large_boxes_alone_under_blend_and_gate_but_not_re
     blended = refined_weight(outputs, "blend", limited, sides)
     assert blended[0] > 0.99 and blended[1] == 0.0
     np.testing.assert_array_equal(refined_weight(outputs, "replace", limited, sides), [1.0, 1.0])
-    assert Calibration.of(RefinerSpec("mobilenetv3_small_050", 64, REFINER_CLASSES, extra=limited.as_extra())) == limited
     assert Calibration().max_box_side == math.inf
     with pytest.raises(ValueError, match="box side"):
         Calibration(max_box_side=0)
