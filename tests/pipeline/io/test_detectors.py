@@ -11,7 +11,7 @@ import pytest
 from pipeline.core.errors import DetectorError
 from pipeline.core.types import Detections, Frame
 from pipeline.io.detection_files import MOT_CLASS_NAMES, load_coco_results, load_mot_detections
-from pipeline.io.detectors import UltralyticsDetector, open_detector
+from pipeline.io.detectors import UltralyticsDetector, open_detector, profile_of_model
 from pipeline.io.sources import open_source
 
 
@@ -90,6 +90,7 @@ def test_coco_results_use_gt_names_and_image_ids_by_path_suffix(tmp_path):
 def test_coco_results_without_gt_use_frame_index_plus_one(tmp_path):
     results, _ = coco_files(tmp_path)
     detector = load_coco_results(results)
+    assert detector.profile == "generic"  # who made a detections file is unknown
     assert detector.class_names == ("1", "3")
     assert len(detector.detect(frame(6))) == 1 and len(detector.detect(frame(8))) == 1
     assert len(detector.detect(frame(0))) == 0
@@ -129,7 +130,7 @@ def untrained_yolo(tmp_path_factory) -> Path:
 
 def test_ultralytics_detector_returns_valid_detections(untrained_yolo):
     detector = open_detector(untrained_yolo, imgsz=64, conf=0.0, device="cpu")
-    assert isinstance(detector, UltralyticsDetector)
+    assert isinstance(detector, UltralyticsDetector) and detector.profile == "yolov8n"  # its calibration profile
     assert len(detector.class_names) == 80  # a yaml-built model names its classes "0".."79"
     image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     detections = detector.detect(Frame(0, image, None, "x"))
@@ -142,3 +143,14 @@ def test_unreadable_model_is_a_detector_error(tmp_path):
     path.write_bytes(b"not a model")
     with pytest.raises(DetectorError, match="cannot run"):
         UltralyticsDetector(path)
+
+
+@pytest.mark.parametrize("model, profile", [
+    ("models/yolov8n-coco.pt", "yolov8n"),
+    ("yolo11s.pt", "yolo11s"),
+    ("runs/YOLOv5su_openvino_model", "yolov5su"),
+    ("best.pt", "generic"),  # a name that says nothing: --profile says it
+    ("rtdetr-l.pt", "generic"),
+])
+def test_an_ultralytics_model_gets_the_calibration_profile_its_name_says(model, profile):
+    assert profile_of_model(Path(model)) == profile

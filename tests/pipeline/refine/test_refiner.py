@@ -308,3 +308,70 @@ def test_a_max_box_side_leaves_large_boxes_alone_under_blend_and_gate_but_not_re
 ])
 def test_a_calibration_that_moves_no_box_is_recognised(policy, calibration, alone):
     assert leaves_every_box_alone(policy, calibration) is alone
+
+
+def gated_spec() -> RefinerSpec:
+    """A "yolov8n" profile whose gate expects boxes under 64 px to gain and larger ones to lose; "generic" has no gate."""
+    from pipeline.core.calibration import GateModel
+
+    gate = GateModel((0.0, 64.0, math.inf), (0.02, -0.01), (0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0), (), 0.0, 10)
+    return RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES,
+                       profiles={"yolov8n": Calibration(0.05, gate=gate), "generic": Calibration(0.1)})
+
+
+def crowd() -> Detections:
+    boxes = [[0, 0, 100, 100], [10, 10, 40, 50], [50, 50, 90, 80], [70, 20, 120, 60], [5, 60, 30, 100]]
+    return Detections(boxes, [0.9, 0.8, 0.7, 0.6, 0.5], [0, 0, 0, 1, 2], DETECTOR_CLASSES)
+
+
+def test_the_gate_skips_boxes_not_expected_to_pay_before_they_are_cropped():
+    backend = FixedOutputs(gated_spec(), [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    gated = refiner(backend, detector_profile="yolov8n")
+    assert gated.profile == "yolov8n"
+    result = gated(frame(), crowd())
+    S = RefineStatus
+    assert result.status == (S.SKIPPED_GAIN, S.REFINED, S.REFINED, S.UNMAPPED, S.REFINED)  # the 100 px box is not worth it
+    assert gated.crops_refined == 3 and np.isnan(result.predicted_iou[0]).all()
+    np.testing.assert_array_equal(result.final_boxes[0], crowd().boxes[0])
+    # The paper's policy refines every box; the budget still bounds it.
+    assert refiner(backend, detector_profile="yolov8n", policy="replace")(frame(), crowd()).status[0] == S.REFINED
+
+
+def test_the_budget_refines_the_highest_expected_gain_first_and_counts_the_rest():
+    backend = FixedOutputs(gated_spec(), [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    S = RefineStatus
+    budget = refiner(backend, profile="yolov8n", max_refine=1, policy="replace")
+    # Expected gain: +0.02 for the three small boxes (ties: the earlier first), -0.01 for the large one.
+    assert budget(frame(), crowd()).status == (S.SKIPPED_BUDGET, S.REFINED, S.SKIPPED_BUDGET, S.UNMAPPED, S.SKIPPED_BUDGET)
+    assert budget.crops_refined == 1
+    # Without a gate every box is expected to pay alike: the detector's first boxes stay.
+    plain = refiner(backend, max_refine=2)
+    assert plain.profile == "generic" and plain.gate is None
+    assert plain(frame(), crowd()).status == (S.REFINED, S.REFINED, S.SKIPPED_BUDGET, S.UNMAPPED, S.SKIPPED_BUDGET)
+    with pytest.raises(UsageError, match="max-refine"):
+        refiner(backend, max_refine=-1)
+
+
+def test_iterations_refine_again_what_the_first_pass_chose_without_asking_the_gate_again():
+    backend = FixedOutputs(gated_spec(), [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    twice = refiner(backend, detector_profile="yolov8n", iterations=2, policy="gate")
+    result = twice(frame(), crowd())
+    assert result.status[0] == RefineStatus.SKIPPED_GAIN and twice.crops_refined == 3 + 3
+
+
+@pytest.mark.parametrize("detector_profile, requested, chosen", [
+    ("yolov8n", None, "yolov8n"),  # the detector's own profile
+    ("yolo11s", None, "generic"),  # a detector nobody calibrated for
+    ("yolov8n", "generic", "generic"),  # --profile overrides
+    ("generic", "yolov8n", "yolov8n"),
+])
+def test_the_profile_follows_the_detector_unless_overridden(detector_profile, requested, chosen):
+    name, calibration = choose_profile(gated_spec(), detector_profile, requested)
+    assert name == chosen and calibration == gated_spec().profiles[chosen]
+
+
+def test_an_unknown_profile_is_refused_with_the_files_profiles():
+    with pytest.raises(UsageError, match="no calibration profile 'yolo11s'; it has generic, yolov8n"):
+        choose_profile(gated_spec(), requested="yolo11s")
+    plain = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
+    assert choose_profile(plain, requested="generic") == ("generic", Calibration())  # an uncalibrated file: the defaults
