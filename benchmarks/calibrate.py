@@ -35,7 +35,7 @@ from benchmarks.accuracy import add_input_arguments, describe_input, input_detec
 from benchmarks.coco_eval import coco_results
 from benchmarks.mixing import best_truth, refine_all
 from benchmarks.report import environment, markdown_table, write_report
-from pipeline.core.calibration import GATE_FEATURES, GENERIC_PROFILE, Calibration, GateModel
+from pipeline.core.calibration import GATE_FEATURES, Calibration, GateModel
 from pipeline.core.geometry import longer_sides
 from pipeline.data.coco import coco_ap
 from pipeline.model.checkpoint import replace_spec
@@ -66,8 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precise-jitter", type=float, default=0.05,
                         help="also score every setting on the same images' GT jittered by this sigma (a precise detector) "
                              "and choose by the mean AP gain over both inputs; 0: the input boxes alone")
-    parser.add_argument("--profile", default=GENERIC_PROFILE,
-                        help="the detector profile to fit and write (yolov8n for YOLOv8n's boxes; generic: detectors nobody calibrated)")
+    parser.add_argument("--profile", default=None,
+                        help="the detector profile to fit and write (default: the input's, as a run picks it: a YOLOv8n "
+                             "model -> yolov8n; detection files and jitter -> generic)")
     parser.add_argument("--gate-shares", type=float, nargs="+", default=DEFAULT_GATE_SHARES,
                         help="shares of the candidate boxes the gate lets through to try (by expected gain)")
     parser.add_argument("--gate-tolerance", type=float, default=DEFAULT_GATE_TOLERANCE,
@@ -80,6 +81,7 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit("error: --write fits the calibration, so it needs --split train; judge it on --split val")
     env = environment(args.argv)
     ground_truth, image_ids, detector, backend = open_inputs(args)
+    profile = args.profile or detector.profile
     inputs = {describe_input(args): detector}
     if args.precise_jitter > 0 and args.jitter is None:
         # A real detector's training boxes alone barely tell settings apart (all within 0.1 AP); a
@@ -110,11 +112,11 @@ def main(args: argparse.Namespace) -> None:
     chosen = max(candidates, key=lambda s: (round(gains[s], 5), s.gain_margin, -s.score_power, s.max_box_side))
     main_input = describe_input(args)
     boxes = boxes_of[main_input]
-    current = spec.profiles.get(args.profile, Calibration())
+    current = spec.profiles.get(profile, Calibration())
     gate, curve, gate_row = choose_gate(ground_truth, image_ids, boxes_of, chosen, baselines, args.gate_shares, args.gate_tolerance)
     results: dict[str, Any] = {
         "images": len(image_ids), "split": args.split, "input": main_input, "refiner": str(args.refiner),
-        "profile": args.profile, "inputs": list(inputs), "baselines": baselines,
+        "profile": profile, "inputs": list(inputs), "baselines": baselines,
         "boxes": len(boxes["scores"]), "baseline_ap": baselines[main_input],
         "grid": [{**setting_fields(setting), "ap": ap[main_input], "ap_by_input": ap, "mean_gain": gains[setting]}
                  for setting, ap in grid.items()],
@@ -128,8 +130,8 @@ def main(args: argparse.Namespace) -> None:
     if args.write:
         calibration = replace(chosen, gate=gate, fitted_on=f"{' + '.join(inputs)} on {args.annotations.name}, {args.split} split, "
                                                            f"{len(image_ids)} images")
-        replace_spec(args.refiner, replace(spec, profiles={**spec.profiles, args.profile: calibration}))
-        results["written"] = {"profile": args.profile, **asdict(calibration)}
+        replace_spec(args.refiner, replace(spec, profiles={**spec.profiles, profile: calibration}))
+        results["written"] = {"profile": profile, **asdict(calibration)}
     write_report(args.out, f"Calibration on real boxes: {describe_input(args)}", env, results, calibration_markdown(results))
     print(verdict(results), file=sys.stderr)
 
