@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--powers", type=float, nargs="+", default=DEFAULT_POWERS, help="score powers to try (0: detector's scores)")
     parser.add_argument("--precise-jitter", type=float, default=0.05,
                         help="also score every setting on the same images' GT jittered by this sigma (a precise detector) "
-                             "and choose by the mean AP gain over both inputs; 0: the input boxes alone")
+                             "and choose by the mean AP gain over both inputs (also beside --jitter of another sigma, "
+                             "as the generic profile is fitted); 0: the input boxes alone")
     parser.add_argument("--profile", default=None,
                         help="the detector profile to fit and write (default: the input's, as a run picks it: a YOLOv8n "
                              "model -> yolov8n; detection files and jitter -> generic)")
@@ -83,7 +84,7 @@ def main(args: argparse.Namespace) -> None:
     ground_truth, image_ids, detector, backend = open_inputs(args)
     profile = args.profile or detector.profile
     inputs = {describe_input(args): detector}
-    if args.precise_jitter > 0 and args.jitter is None:
+    if args.precise_jitter > 0 and args.jitter != args.precise_jitter:
         # A real detector's training boxes alone barely tell settings apart (all within 0.1 AP); a
         # precise detector's boxes decide how far to trust small predicted gains.
         precise = argparse.Namespace(**{**vars(args), "jitter": args.precise_jitter, "detections": None, "detector": None})

@@ -27,6 +27,8 @@ def calibrate(dataset_and_refiner, tmp_path, refiner=None, *extra: str, boxes: t
 def test_grid_covers_every_setting_and_reliability_bins_every_box(dataset_and_refiner, tmp_path):
     report = calibrate(dataset_and_refiner, tmp_path)
     assert len(report["grid"]) == 4  # 1 temperature x 2 margins x 2 box sides x 1 power
+    # Jittered GT (the generic profile) is judged beside GT jittered by the precise sigma too.
+    assert report["inputs"] == ["GT jittered, sigma 0.1, seed 0", "GT jittered, sigma 0.05, seed 0"]
     assert {row["max_box_side"] for row in report["grid"]} == {30.0, math.inf}
     for table in ("gain", "input_iou", "box_side"):
         assert sum(row["boxes"] for row in report["reliability"][table]) == report["boxes"] > 0
