@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,10 +30,10 @@ def save_refiner(model: RefinerNet, path: Path, extra_metadata: dict[str, str] |
 
 
 def replace_spec(path: Path, spec: RefinerSpec) -> Path:
-    """Rewrite a refiner file with another spec of the same network (e.g. new calibration), atomically."""
+    """Rewrite a refiner file with another spec of the same network (e.g. new calibration profiles), atomically."""
     model = load_refiner(path)
-    if replace(spec, extra={}) != replace(model.spec, extra={}):
-        raise ModelFileError(f"{path} holds a {model.spec.name} network; only the spec's extra fields may change")
+    if spec != model.spec:  # profiles and extra are not part of a spec's identity
+        raise ModelFileError(f"{path} holds a {model.spec.name} network; only the spec's calibration profiles and extra fields may change")
     model.spec = spec
     with safe_open(str(path), framework="pt") as handle:
         kept = {key: value for key, value in (handle.metadata() or {}).items() if key != SPEC_KEY}
