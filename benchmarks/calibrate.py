@@ -63,10 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-box-sides", type=float, nargs="+", default=DEFAULT_MAX_BOX_SIDES,
                         help="largest box sides (px) blend may move to try (inf: no limit)")
     parser.add_argument("--powers", type=float, nargs="+", default=DEFAULT_POWERS, help="score powers to try (0: detector's scores)")
-    parser.add_argument("--precise-jitter", type=float, default=0.05,
-                        help="also score every setting on the same images' GT jittered by this sigma (a precise detector) "
-                             "and choose by the mean AP gain over both inputs (also beside --jitter of another sigma, "
-                             "as the generic profile is fitted); 0: the input boxes alone")
+    parser.add_argument("--precise-jitter", type=float, nargs="+", default=(0.05,),
+                        help="also score every setting on the same images' GT jittered by each sigma (a precise detector) "
+                             "and choose by the mean AP gain over all inputs (the generic profile: a real detector's boxes "
+                             "beside sigma 0.05 and 0.1); 0: the input boxes alone")
     parser.add_argument("--profile", default=None,
                         help="the detector profile to fit and write (default: the input's, as a run picks it: a YOLOv8n "
                              "model -> yolov8n; detection files and jitter -> generic)")
@@ -84,11 +84,12 @@ def main(args: argparse.Namespace) -> None:
     ground_truth, image_ids, detector, backend = open_inputs(args)
     profile = args.profile or detector.profile
     inputs = {describe_input(args): detector}
-    if args.precise_jitter > 0 and args.jitter != args.precise_jitter:
+    for sigma in args.precise_jitter:
         # A real detector's training boxes alone barely tell settings apart (all within 0.1 AP); a
         # precise detector's boxes decide how far to trust small predicted gains.
-        precise = argparse.Namespace(**{**vars(args), "jitter": args.precise_jitter, "detections": None, "detector": None})
-        inputs[describe_input(precise)] = input_detector(precise, ground_truth, image_ids)
+        if sigma > 0 and sigma != args.jitter:
+            precise = argparse.Namespace(**{**vars(args), "jitter": sigma, "detections": None, "detector": None})
+            inputs[describe_input(precise)] = input_detector(precise, ground_truth, image_ids)
     try:
         if not backend.spec.predicts_iou:
             raise SystemExit(f"error: {args.refiner} does not predict its IoU; there is nothing to calibrate")
@@ -195,10 +196,12 @@ def choose_gate(ground_truth: Any, image_ids: list[int], boxes_of: dict[str, dic
     sides, features = box_features(pooled)
     target = np.concatenate([gains[name][boxes["candidate"]] for name, boxes in boxes_of.items()])
     gate = fit_gate(sides, features, list(pooled["refiner_class"]), target)
-    for name, boxes in boxes_of.items():
-        expected_inputs[name] = np.where(boxes["candidate"], expected_gain(gate, *box_features(boxes), list(boxes["refiner_class"])), -np.inf)
-    expected = expected_gain(gate, sides, features, list(pooled["refiner_class"]))
-    thresholds = {-math.inf, 0.0, math.inf, *(float(np.quantile(expected, 1 - share)) for share in shares if 0 < share < 1)}
+    for name, boxes in boxes_of.items():  # as the pipeline skips them: boxes above max_box_side never move under blend
+        never = ~boxes["candidate"] | (longer_sides(boxes["input"]) > chosen.max_box_side)
+        expected_inputs[name] = np.where(never, -np.inf, expected_gain(gate, *box_features(boxes), list(boxes["refiner_class"])))
+    expected = np.where(sides > chosen.max_box_side, -np.inf, expected_gain(gate, sides, features, list(pooled["refiner_class"])))
+    # "higher": a sample of the expected gains (no interpolation towards the -inf of boxes that never move)
+    thresholds = {-math.inf, 0.0, math.inf, *(float(np.quantile(expected, 1 - share, method="higher")) for share in shares if 0 < share < 1)}
     curve = []
     for threshold in sorted(thresholds):
         passes = {name: expected_inputs[name] > threshold for name in boxes_of}

@@ -183,16 +183,20 @@ class FrameRefiner:
 
     def _skipped(self, detections: Detections, refiner_ids: np.ndarray, candidates: np.ndarray,
                  frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Over the candidate boxes: skipped by the gate, skipped by the budget. Without a gate every box
-        is expected to pay alike, so the budget keeps the detector's first boxes (Ultralytics: best score first)."""
-        count = int(candidates.sum())
-        if self.gate is None:
-            if self.max_refine is None:
-                return np.zeros(count, dtype=bool), np.zeros(count, dtype=bool)
-            return gate_decision(np.zeros(count), -np.inf, self.max_refine)
+        """Over the candidate boxes: skipped before the network as not worth it, skipped by the budget.
+
+        Not worth it: the gate expects no gain, or (blend, gate) the box is above the profile's
+        max_box_side, which those policies never move. Without a gate every box is expected to pay
+        alike, so the budget keeps the detector's first boxes (Ultralytics: best score first).
+        """
         sides, features = box_gain_inputs(detections.boxes[candidates], detections.scores[candidates], frame_size)
-        names = [self.spec.class_names[i] for i in refiner_ids[candidates]]
-        return gate_decision(expected_gain(self.gate, sides, features, names), self.gate_threshold, self.max_refine)
+        if self.gate is None:
+            expected = np.zeros(len(sides))
+        else:
+            expected = expected_gain(self.gate, sides, features, [self.spec.class_names[i] for i in refiner_ids[candidates]])
+        if self.policy != "replace":
+            expected = np.where(sides > self.calibration.max_box_side, -np.inf, expected)
+        return gate_decision(expected, self.gate_threshold, self.max_refine)
 
     def prepare_many(self, pairs: Sequence[tuple[Frame, Detections]]) -> BatchJob:
         """Prepare several frames (many streams) so that `finish_many` refines them in ONE backend call.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -251,9 +252,6 @@ def test_refined_detections_validate_their_rows():
 
 
 def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
-    from dataclasses import replace
-
-
     spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
     assert choose_profile(spec) == ("generic", Calibration())  # an uncalibrated model: default blend, detector's scores
     calibrated = replace(spec, profiles={"generic": Calibration(0.02, 0.0, 2.0, "test")})
@@ -335,6 +333,16 @@ def test_the_gate_skips_boxes_not_expected_to_pay_before_they_are_cropped():
     np.testing.assert_array_equal(result.final_boxes[0], crowd().boxes[0])
     # The paper's policy refines every box; the budget still bounds it.
     assert refiner(backend, detector_profile="yolov8n", policy="replace")(frame(), crowd()).status[0] == S.REFINED
+
+
+def test_boxes_above_the_profiles_max_box_side_are_not_cropped_where_the_policy_would_never_move_them():
+    spec = replace(gated_spec(), profiles={"generic": Calibration(0.1, max_box_side=64.0)})
+    backend = FixedOutputs(spec, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    S = RefineStatus
+    blend = refiner(backend)
+    assert blend(frame(), crowd()).status == (S.SKIPPED_GAIN, S.REFINED, S.REFINED, S.UNMAPPED, S.REFINED)
+    assert blend.crops_refined == 3
+    assert refiner(backend, policy="replace")(frame(), crowd()).status[0] == S.REFINED  # replace refines every box
 
 
 def test_the_budget_refines_the_highest_expected_gain_first_and_counts_the_rest():
