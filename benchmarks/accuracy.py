@@ -25,13 +25,13 @@ from pipeline.data.jitter import jittered_detections
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.backends import KINDS, RefinerBackend, open_backend
 from pipeline.core.spec import RefinerSpec
-from pipeline.core.types import Detections, Frame
+from pipeline.core.types import Detections, Frame, RefineStatus
 from pipeline.data.coco import AP_KEYS, coco_ap, coco_ap_by_class, load_ground_truth
 from pipeline.data.split import VALIDATION_FRACTION, is_validation
 from pipeline.io.detection_files import ReplayDetector
 from pipeline.io.detectors import Detector, open_detector
 from pipeline.refine.class_mapping import ClassMapping
-from pipeline.refine.policy import default_policy, POLICIES, Policy
+from pipeline.refine.policy import POLICIES, Policy, choose_profile, default_policy
 from pipeline.refine.refiner import build_frame_refiner
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=1, help="refinement passes per box")
     parser.add_argument("--min-size", type=float, default=0.0, help="refine only boxes at least this many px wide and high")
     parser.add_argument("--per-class", action="store_true", help="also AP per class: input boxes and the headline policy")
+    parser.add_argument("--profile", default=None,
+                        help="calibration profile (default: the input's detector's, as a run picks it: a YOLOv8n model -> yolov8n, "
+                             "detection files and jitter -> generic)")
+    parser.add_argument("--max-refine", type=int, default=None, help="refine at most N boxes per image, highest expected gain first")
 
 
 def open_inputs(args: argparse.Namespace) -> tuple[COCO, list[int], Detector, RefinerBackend]:
@@ -78,7 +82,8 @@ def main(args: argparse.Namespace) -> None:
         policies = scored_policies(backend.spec)
         if policy not in policies:
             raise SystemExit(f"--policy {policy} needs a refiner that predicts IoU; {args.refiner} does not")
-        options = {"flip_tta": args.flip_tta, "iterations": args.iterations, "min_size": args.min_size}
+        options = {"flip_tta": args.flip_tta, "iterations": args.iterations, "min_size": args.min_size,
+                   "profile": args.profile, "detector_profile": detector.profile, "max_refine": args.max_refine}
         scores, counts, entries = refine_and_score(ground_truth, args.images, image_ids, detector, backend, policies, options)
     finally:
         backend.close()
@@ -90,7 +95,9 @@ def main(args: argparse.Namespace) -> None:
         "backend": backend.name,
         "policy": policy,
         "options": options,
+        "profile": choose_profile(backend.spec, detector.profile, args.profile)[0],
         "status_counts": counts,
+        "share_sent_to_network": {policy: sent_share(count) for policy, count in counts.items()},
         "baseline": scores["baseline"],
         "refined": scores[policy],
         **{f"refined_{name}": scores[name] for name in policies},
@@ -125,6 +132,13 @@ class RepeatCache(RefinerBackend):
 
     def close(self) -> None:
         self._backend.close()
+
+
+def sent_share(counts: dict[str, int]) -> float | None:
+    """Share of the boxes the refiner could refine (not unmapped, unusable or small) that were cropped and sent to it."""
+    sent = counts.get(RefineStatus.REFINED, 0) + counts.get(RefineStatus.GATED, 0)
+    candidates = sent + counts.get(RefineStatus.SKIPPED_GAIN, 0) + counts.get(RefineStatus.SKIPPED_BUDGET, 0)
+    return sent / candidates if candidates else None
 
 
 def per_class(ground_truth: COCO, image_ids: list[int], baseline: list[dict], refined: list[dict]) -> list[dict[str, Any]]:
@@ -179,7 +193,7 @@ def refine_and_score(
     """AP of the input boxes ("baseline") and of the refined boxes per policy; refine statuses per
     policy; the COCO results each AP was computed from.
 
-    `options` are FrameRefiner keyword arguments (flip_tta, iterations, min_size).
+    `options` are FrameRefiner keyword arguments (flip_tta, iterations, min_size, profile, detector_profile, max_refine).
     """
     gt_names, gt_category_ids = category_names(ground_truth)
     to_gt = ClassMapping.by_name(detector.class_names, gt_names).table  # detector class -> GT class index or -1
@@ -239,6 +253,8 @@ def accuracy_markdown(results: dict[str, Any], policies: tuple[Policy, ...]) -> 
         rows.append([f"refined, {policy}{marker}", *(percent(refined[m]) for m in AP_KEYS)])
         rows.append([f"change, {policy}", *(change(refined[m], baseline[m]) for m in AP_KEYS)])
     counts = "; ".join(f"{policy}: {dict(sorted(c.items()))}" for policy, c in results["status_counts"].items())
+    shares = "; ".join(f"{policy}: {'n/a' if share is None else f'{100 * share:.1f}%'}"
+                       for policy, share in results.get("share_sent_to_network", {}).items())
     options = ", ".join(f"{key} {value}" for key, value in results.get("options", {}).items())
     by_class = ""
     if "per_class" in results:
@@ -248,9 +264,10 @@ def accuracy_markdown(results: dict[str, Any], policies: tuple[Policy, ...]) -> 
                     + markdown_table(["class", "boxes", "input", "refined", "change"], class_rows) + "\n")
     return (
         f"{results['images']} images ({results['split']} split), refiner `{results['refiner']}` on {results['backend']}"
-        f" ({options}).\n\n"
+        f" ({options}), calibration profile `{results.get('profile', 'generic')}`.\n\n"
         + markdown_table(["boxes", *(f"{m} %" for m in AP_KEYS)], rows)
-        + f"\n\nRefine status per object: {counts}\n" + by_class
+        + f"\n\nRefine status per object: {counts}\n\nShare of the refinable boxes cropped and sent to the network: {shares}\n"
+        + by_class
     )
 
 

@@ -27,11 +27,11 @@ from benchmarks.accuracy import add_input_arguments, category_names, describe_in
 from benchmarks.coco_eval import coco_results
 from benchmarks.report import environment, markdown_table, write_report
 from pipeline.core.geometry import xywh_to_xyxy
-from pipeline.core.types import Frame
+from pipeline.core.types import Frame, RefineStatus
 from pipeline.data.coco import coco_ap
 from pipeline.io.detectors import Detector
 from pipeline.refine.class_mapping import ClassMapping
-from pipeline.refine.policy import BLEND_TEMPERATURE
+from pipeline.core.calibration import BLEND_TEMPERATURE
 from pipeline.refine.refiner import build_frame_refiner
 
 DEFAULT_WEIGHTS = (0.0, 0.3, 0.5, 0.7, 0.8, 1.0)
@@ -70,11 +70,16 @@ def main(args: argparse.Namespace) -> None:
 
 def refine_all(ground_truth: Any, images_dir: Path, image_ids: list[int], detector: Detector, backend: Any,
                flip_tta: bool) -> dict[str, np.ndarray]:
-    """Per evaluable detection: image id, input box, refined box, predicted IoUs, score, category, true IoUs."""
+    """Per evaluable detection: image id, input box, refined box, predicted IoUs, score, category, true IoUs;
+    and what the gate knows of it before cropping: whether it was a candidate (mapped, usable), its
+    refiner class, its frame's size and how many candidates that frame held. Every candidate is
+    refined (no gate), so calibration sees the gain of the boxes a gate would skip."""
     gt_names, gt_category_ids = category_names(ground_truth)
     to_gt = ClassMapping.by_name(detector.class_names, gt_names).table
-    refiner = build_frame_refiner(backend, detector.class_names, policy="replace", flip_tta=flip_tta, workers=1)
-    rows: dict[str, list] = {key: [] for key in ("image_id", "input", "refined", "predicted", "scores", "categories")}
+    refiner = build_frame_refiner(backend, detector.class_names, policy="replace", flip_tta=flip_tta, workers=1, gate=False)
+    to_refiner = refiner.mapping.to_refiner(np.arange(len(detector.class_names)))
+    keys = ("image_id", "input", "refined", "predicted", "scores", "categories", "candidate", "frame_size", "boxes_in_frame")
+    rows: dict[str, list] = {key: [] for key in (*keys, "refiner_class")}
     try:
         for index, image_id in enumerate(image_ids):
             name = ground_truth.imgs[image_id]["file_name"]
@@ -83,6 +88,7 @@ def refine_all(ground_truth: Any, images_dir: Path, image_ids: list[int], detect
             if not len(detections):
                 continue
             refined = refiner(frame, detections)
+            candidates = sum(status == RefineStatus.REFINED for status in refined.status)
             for i in np.flatnonzero(to_gt[detections.class_ids] >= 0):
                 changed = refined.changed[i]
                 rows["image_id"].append(image_id)
@@ -91,11 +97,18 @@ def refine_all(ground_truth: Any, images_dir: Path, image_ids: list[int], detect
                 rows["predicted"].append(refined.predicted_iou[i] if changed else (1.0, 0.0))  # unrefined: keep input
                 rows["scores"].append(detections.scores[i])
                 rows["categories"].append(gt_category_ids[to_gt[detections.class_ids[i]]])
+                rows["candidate"].append(changed)
+                rows["frame_size"].append(frame.image.shape[1::-1])
+                rows["boxes_in_frame"].append(candidates)
+                refiner_id = to_refiner[detections.class_ids[i]]
+                rows["refiner_class"].append(refiner.spec.class_names[refiner_id] if refiner_id >= 0 else "")
     finally:
         refiner.cropper.close()
-    boxes = {key: np.array(value, dtype=np.float64 if key != "image_id" else np.int64) for key, value in rows.items()}
-    for key in ("input", "refined", "predicted"):
-        boxes[key] = boxes[key].reshape(-1, 2 if key == "predicted" else 4)
+    types = {"image_id": np.int64, "candidate": bool, "frame_size": np.int64, "boxes_in_frame": np.int64}
+    boxes = {key: np.array(rows[key], dtype=types.get(key, np.float64)) for key in keys}
+    boxes["refiner_class"] = np.array(rows["refiner_class"], dtype=object)
+    for key, width in (("input", 4), ("refined", 4), ("predicted", 2), ("frame_size", 2)):
+        boxes[key] = boxes[key].reshape(-1, width)
     boxes["iou_input"], boxes["truth"] = best_truth(ground_truth, boxes["image_id"], boxes["input"])
     boxes["iou_refined"], _ = best_truth(ground_truth, boxes["image_id"], boxes["refined"])
     return boxes

@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         "by the predicted gain (default: blend for refiners that predict IoU, else replace)",
     )
     parser.add_argument(
+        "--profile", help="calibration profile of the refiner file to use (default: the detector's own, e.g. yolov8n for "
+        "models/yolov8n-coco.pt; generic for detection files and detectors without one)",
+    )
+    parser.add_argument(
+        "--max-refine", type=int, help="refine at most N boxes a frame, those with the highest expected gain (default: all)"
+    )
+    parser.add_argument(
         "--flip-tta", action="store_true", help="also refine the mirrored crop and average, 2x refiner work (default: off)"
     )
     parser.add_argument(

@@ -64,6 +64,8 @@ class RunConfig:
     conf: float = 0.25
     coco_gt: Path | None = None
     policy: Policy | None = None  # None: the refiner's default (see pipeline.refine.policy.default_policy)
+    profile: str | None = None  # the refiner's calibration profile; None: the detector's (pipeline.refine.policy.choose_profile)
+    max_refine: int | None = None  # boxes refined per frame at most, highest expected gain first; None: no budget
     flip_tta: bool = False
     iterations: int = 1
     queue_size: int = 4
@@ -185,6 +187,7 @@ def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRe
         max_batch=config.max_batch, min_size=config.min_size, policy=config.policy, flip_tta=config.flip_tta,
         iterations=config.iterations, workers=config.workers, queue_size=config.queue_size, gpu_crops=config.gpu_crops,
         triton_url=config.triton_url, triton_model=config.triton_model, triton_timeout_s=config.triton_timeout_s,
+        profile=config.profile, detector_profile=detector.profile, max_refine=config.max_refine,
     )
 
 

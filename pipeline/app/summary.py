@@ -104,16 +104,31 @@ class RunTally:
     """What the run counts as it goes: the write stage adds every result, the refine stage every cycle's call."""
 
     objects: Counter = field(default_factory=Counter)  # boxes per RefineStatus
+    stream_objects: dict[int, Counter] = field(default_factory=dict)  # the same per stream
     changes: ChangeStats = field(default_factory=ChangeStats)
     cycle_calls: CycleCalls = field(default_factory=CycleCalls)
 
     def add(self, result: FrameResult) -> None:
         """Count one written frame's objects; called by the write stage only."""
-        self.objects.update(str(status) for status in result.objects.status)
+        statuses = [str(status) for status in result.objects.status]
+        self.objects.update(statuses)
+        self.stream_objects.setdefault(result.stream, Counter()).update(statuses)
         self.changes.add(result.objects)
 
     def summary(self) -> dict[str, Any]:
-        return {"objects": dict(self.objects), "refinement_change": self.changes.summary()}
+        return {"objects": dict(self.objects), "refinement": refinement_counts(self.objects),
+                "refinement_change": self.changes.summary()}
+
+
+def refinement_counts(objects: Counter) -> dict[str, Any]:
+    """Boxes sent to the network (refined, or kept by the policy after it) and skipped before it, by reason."""
+    count = {status: objects.get(str(status), 0) for status in RefineStatus}
+    return {
+        "sent_to_network": count[RefineStatus.REFINED] + count[RefineStatus.GATED],
+        "refined": count[RefineStatus.REFINED],
+        "gated": count[RefineStatus.GATED],
+        "skipped": {"gain": count[RefineStatus.SKIPPED_GAIN], "budget": count[RefineStatus.SKIPPED_BUDGET]},
+    }
 
 
 def setup_summary(detector: Detector, refiner: FrameRefiner | None, refiner_path: object, device: str) -> dict[str, Any]:
@@ -138,6 +153,9 @@ def refiner_summary(refiner: FrameRefiner | None, path: object, device: str) -> 
         "device": device,
         "spec": asdict(refiner.spec),
         "policy": refiner.policy,
+        "profile": refiner.profile,
+        "gate": refiner.gate is not None,
+        "max_refine": refiner.max_refine,
         "min_size": refiner.min_size,
         "flip_tta": refiner.flip_tta,
         "iterations": refiner.iterations,
@@ -167,6 +185,8 @@ def summarize(
     """
     streams = stream_summaries(mux, started)
     warnings = refiner_warnings(refiner, setup["refiner"]["path"] if refiner else None) + output_warnings(tally)
+    for stream in streams:
+        stream["refinement"] = refinement_counts(tally.stream_objects.get(stream["stream"], Counter()))
     summary = {**setup, **outcome(pipeline, signals, elapsed), **tally.summary(), "warnings": warnings}
     summary.update(_many_streams(streams, mux, refiner, tally.cycle_calls, elapsed, batch_timeout_ms))
     judge_streams(summary, mux)
@@ -346,6 +366,8 @@ def format_run_summary(summary: dict[str, Any]) -> str:
     objects = summary.get("objects", {})
     counts = ", ".join(f"{count} {status}" for status, count in sorted(objects.items(), key=lambda kv: -kv[1]))
     lines.append(f"boxes: {counts or 0}")
+    if summary.get("refiner") and summary.get("refinement"):
+        lines.append(format_refinement(summary["refinement"]))
     change = summary.get("refinement_change") or {}
     if change.get("changed"):
         lines.append(
@@ -365,6 +387,13 @@ def format_run_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_refinement(refinement: dict[str, Any]) -> str:
+    """One line: boxes sent to the refiner and skipped before it, and why."""
+    skipped = refinement["skipped"]
+    return (f"refiner: {refinement['sent_to_network']} boxes sent ({refinement['refined']} refined, {refinement['gated']} kept by "
+            f"the policy), {skipped['gain']} skipped as not expected to gain, {skipped['budget']} over the --max-refine budget")
+
+
 def format_streams(summary: dict[str, Any]) -> str:
     """Lines after a run of many streams: per stream frames, FPS, latency; the refiner's batching."""
     lines = [f"streams: {len(summary['streams'])}, cycles: {summary['frames']['cycles']}"]
@@ -372,7 +401,9 @@ def format_streams(summary: dict[str, Any]) -> str:
         frames, latency = stream["frames"], stream["latency_ms"]
         lines.append(
             f"  stream {stream['stream']}: {frames['processed']} frames, {frames['dropped']} dropped, "
-            f"{stream['fps'] or 0:.1f} FPS, latency p50 {latency['p50_ms'] or 0:.0f} ms  {stream['source']}"
+            f"{stream['fps'] or 0:.1f} FPS, latency p50 {latency['p50_ms'] or 0:.0f} ms, "
+            f"{stream['refinement']['sent_to_network']} boxes sent to the refiner, "
+            f"{sum(stream['refinement']['skipped'].values())} skipped  {stream['source']}"
         )
     calls = summary.get("refiner_calls")
     if calls and calls["calls"]:

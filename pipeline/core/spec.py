@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from pipeline.core.calibration import GENERIC_PROFILE, Calibration, split_legacy
 from pipeline.core.errors import SpecError
 
 SPEC_VERSION = 1
@@ -72,6 +73,9 @@ class RefinerSpec:
     # Not compared: two specs that describe the same network interface are equal whatever weights they hold.
     # "" for files saved before digests existed (they load; the run says "no digest").
     weights_digest: str = field(default="", compare=False)
+    # Calibration per detector profile ("yolov8n", "generic", ...; pipeline.core.calibration). Not
+    # part of the network's identity: recalibrating a file changes no engine built from it.
+    profiles: dict[str, Calibration] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.version != SPEC_VERSION:
@@ -94,6 +98,14 @@ class RefinerSpec:
         object.__setattr__(self, "class_names", tuple(self.class_names))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if not isinstance(self.profiles, dict):
+            raise SpecError("refiner spec's calibration profiles are not a JSON object; the model file is corrupt")
+        profiles = {str(name): p if isinstance(p, Calibration) else Calibration.from_fields(p) for name, p in self.profiles.items()}
+        extra, legacy = split_legacy(dict(self.extra))
+        if legacy is not None:  # a file written before profiles: its one calibration is the generic profile
+            profiles = {GENERIC_PROFILE: legacy, **profiles}
+        object.__setattr__(self, "profiles", profiles)
+        object.__setattr__(self, "extra", extra)
 
     @property
     def num_classes(self) -> int:

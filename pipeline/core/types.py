@@ -115,6 +115,8 @@ class RefineStatus(StrEnum):
     UNUSABLE = "unusable"  # degenerate box (NaN, empty, outside the frame)
     SMALL = "small"  # below --min-size
     DISABLED = "disabled"  # --no-refine
+    SKIPPED_GAIN = "skipped_gain"  # not cropped: the calibration profile's gate expects no gain from refining it
+    SKIPPED_BUDGET = "skipped_budget"  # not cropped: beyond the frame's --max-refine boxes with the highest expected gain
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.calibration import GENERIC_PROFILE
 from pipeline.core.errors import DetectorError
 from pipeline.core.geometry import xywh_to_xyxy
 from pipeline.core.types import Detections, Frame
@@ -29,7 +30,12 @@ COCO_RESULT_KEYS = frozenset({"image_id", "category_id", "bbox", "score"})
 
 
 class ReplayDetector:
-    """Looks up the saved detections of each frame by a key derived from the frame."""
+    """Looks up the saved detections of each frame by a key derived from the frame.
+
+    Whatever detector made them is unknown, so its boxes get the "generic" calibration profile.
+    """
+
+    profile = GENERIC_PROFILE
 
     def __init__(
         self, by_key: dict[int, Detections], class_names: tuple[str, ...], key_of: Callable[[Frame], int], description: str

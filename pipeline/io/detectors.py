@@ -9,6 +9,7 @@ and let the refiner be measured on another detector's output.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -17,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.core.calibration import GENERIC_PROFILE
 from pipeline.core.errors import DetectorError
 from pipeline.core.types import Detections, Frame
 
@@ -24,12 +26,19 @@ DETECTION_FILE_SUFFIXES = (".json", ".txt")
 # OpenVINO CPU properties for a detector inside the pipeline: half the cores (the refiner's ONNX Runtime takes the
 # same share), threads not pinned to cores that the crop and refine threads also run on.
 OPENVINO_CPU_SHARE = {"INFERENCE_NUM_THREADS": max(1, (os.cpu_count() or 2) // 2), "ENABLE_CPU_PINNING": False}
+# An Ultralytics model family and size in a file name: yolov8n, yolov5su, yolo11s, yolov10x, ...
+ULTRALYTICS_PROFILE = re.compile(r"yolo(?:v\d+|\d+)[nsmlxbct]u?")
 
 
 class Detector(Protocol):
-    """What the pipeline needs from a detector."""
+    """What the pipeline needs from a detector.
+
+    `profile`: the name of the refiner calibration profile fitted on this detector's boxes
+    ("yolov8n", ...), "generic" for detectors nobody calibrated.
+    """
 
     class_names: tuple[str, ...]
+    profile: str
 
     def detect(self, frame: Frame) -> Detections: ...
 
@@ -52,6 +61,7 @@ class UltralyticsDetector:
             self._model = ultralytics.YOLO(str(model_path), task="detect")
             names = self._model.names
         self.class_names = tuple(names[i] for i in sorted(names))
+        self.profile = profile_of_model(model_path)
         if warm_up:
             self.warm_up()
 
@@ -111,6 +121,13 @@ def export_openvino(model_path: Path, imgsz: int = 640) -> Path:
 
     model = import_ultralytics().YOLO(str(model_path), task="detect")
     return Path(model.export(format="openvino", imgsz=imgsz, dynamic=True))
+
+
+def profile_of_model(model_path: Path) -> str:
+    """The calibration profile of an Ultralytics model, by the family and size in its file name
+    (models/yolov8n-coco.pt -> "yolov8n"); "generic" where the name says neither."""
+    match = ULTRALYTICS_PROFILE.search(Path(model_path).stem.lower())
+    return match.group(0) if match else GENERIC_PROFILE
 
 
 def open_detector(

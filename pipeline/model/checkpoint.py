@@ -71,7 +71,7 @@ def replace_spec(path: Path, spec: RefinerSpec) -> Path:
     """
     tensors, current, extra = read_checkpoint(Path(path))
     if replace(spec, extra={}) != replace(current, extra={}):
-        raise ModelFileError(f"{path} holds a {current.name} network; only the spec's extra fields may change")
+        raise ModelFileError(f"{path} holds a {current.name} network; only the spec's calibration profiles and extra fields may change")
     return write_checkpoint(tensors, spec, extra, Path(path))
 
 

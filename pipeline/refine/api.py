@@ -31,7 +31,9 @@ class Refiner:
     one Refiner per thread.
     `track`: the images are one video's frames, in order: each result carries track ids (ByteTrack
     on the output boxes) and, as the TrackOptions say, boxes smoothed along tracks and refinements
-    reused where a box held still (True: ids only). Use one Refiner per video stream.
+    reused where a box held still (True: ids only). Use one Refiner per video stream. `profile`: the
+    calibration profile of the detector whose boxes you pass ("yolov8n", ...; None: "generic");
+    `max_refine`: at most this many boxes per call are refined, those with the highest expected gain.
     """
 
     def __init__(
@@ -47,12 +49,15 @@ class Refiner:
         max_batch: int = 32,
         precision: str | None = None,
         track: TrackOptions | bool = False,
+        profile: str | None = None,
+        max_refine: int | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_refiner()
         self.device = resolve_device(device)
         self._frame_refiner = build_frame_refiner(
             self.path, None, backend=backend, device=self.device, max_batch=max_batch,
             min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations, precision=precision,
+            profile=profile, max_refine=max_refine,
         )
         self.spec = self._frame_refiner.spec
         self._index = {canonical_name(name): index for index, name in enumerate(self.spec.class_names)}

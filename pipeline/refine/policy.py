@@ -7,61 +7,35 @@ A policy is checked once, by `check_policy`, when a FrameRefiner is made; these 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from pipeline.core.calibration import GENERIC_PROFILE, Calibration
 from pipeline.core.errors import UsageError
 from pipeline.core.spec import RefinerSpec
 
 Policy = Literal["replace", "gate", "blend"]
 POLICIES: tuple[Policy, ...] = ("replace", "gate", "blend")
-# Blend weight = sigmoid(predicted IoU gain / BLEND_TEMPERATURE): a predicted gain of +0.05 IoU
-# takes 73% of the refined box, -0.05 takes 27%, and a tie takes the mean of the two boxes.
-BLEND_TEMPERATURE = 0.05
-CALIBRATION_PREFIX = "calibration."
 NEGLIGIBLE_WEIGHT = 1e-6
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """How much to trust a refiner's predicted IoUs: fitted on training images with a real detector
-    (`python -m benchmarks calibrate`) and stored in the model's spec, so it travels with the file.
+def choose_profile(spec: RefinerSpec, detector_profile: str = GENERIC_PROFILE, requested: str | None = None) -> tuple[str, Calibration]:
+    """The calibration profile a run uses, and its name.
 
-    blend_temperature, gain_margin: the blend policy takes sigmoid((predicted gain - margin) / T)
-    of the refined box; a margin asks for a clearer predicted gain before a box moves (a large one
-    leaves every box alone), the gate takes the refined box where the gain beats the margin.
-    score_power: output score = detector score x (predicted IoU of the output box) ** power. The
-    IoU head judges how well a box fits an object, which the detector's class score does not
-    (IoU-Net's localisation confidence); 0 leaves the detector's scores alone.
-    max_box_side: blend and gate leave a box whose longer side is above this many pixels alone. The
-    refiner sees such a box shrunk to its input size, coarser than a detector saw it, and on real
-    boxes refining them cost AP while small boxes gained (gain by box size in the calibration
-    report); replace, the paper's policy, refines every box.
+    `requested` (--profile) must be one of the file's profiles ("generic" always exists: the
+    defaults of an uncalibrated file); otherwise the detector's own profile where the file has one,
+    else the generic one.
     """
-
-    blend_temperature: float = BLEND_TEMPERATURE
-    gain_margin: float = 0.0
-    score_power: float = 0.0
-    fitted_on: str = ""  # what it was fitted on, for the record
-    max_box_side: float = field(default=math.inf, kw_only=True)
-
-    def __post_init__(self) -> None:
-        if not self.blend_temperature > 0 or not self.score_power >= 0 or not self.max_box_side > 0:
-            raise ValueError(f"calibration needs a positive blend temperature and box side and a non-negative score power; got {self}")
-
-    @classmethod
-    def of(cls, spec: RefinerSpec) -> Calibration:
-        """The spec's calibration; defaults where the model was never calibrated."""
-        values = {key[len(CALIBRATION_PREFIX):]: value for key, value in spec.extra.items() if key.startswith(CALIBRATION_PREFIX)}
-        return cls(float(values.get("blend_temperature", BLEND_TEMPERATURE)), float(values.get("gain_margin", 0.0)),
-                   float(values.get("score_power", 0.0)), values.get("fitted_on", ""),
-                   max_box_side=float(values.get("max_box_side", math.inf)))
-
-    def as_extra(self) -> dict[str, str]:
-        return {f"{CALIBRATION_PREFIX}{name}": value if isinstance(value, str) else f"{value:g}" for name, value in self.__dict__.items()}
+    if requested is not None:
+        if requested not in spec.profiles and requested != GENERIC_PROFILE:
+            raise UsageError(f"this refiner has no calibration profile {requested!r}; it has "
+                             f"{', '.join(sorted({*spec.profiles, GENERIC_PROFILE}))}, or calibrate one with "
+                             f"python -m benchmarks calibrate --profile {requested} --write")
+        name = requested
+    else:
+        name = detector_profile if detector_profile in spec.profiles else GENERIC_PROFILE
+    return name, spec.profiles.get(name, Calibration())
 
 
 def default_policy(spec: RefinerSpec) -> Policy:

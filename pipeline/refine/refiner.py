@@ -23,13 +23,15 @@ import numpy as np
 
 from pipeline.backends import open_backend
 from pipeline.backends.base import RefinerBackend
+from pipeline.core.calibration import GENERIC_PROFILE
 from pipeline.core.errors import UsageError
 from pipeline.core.geometry import crop_windows, decode, longer_sides, mixture_vectors, usable_boxes
 from pipeline.core.types import Detections, Frame, RefinedDetections, RefineStatus
 from pipeline.model.artifacts import ModelFile
 from pipeline.refine.class_mapping import ClassMapping
 from pipeline.refine.crops import CpuCropper
-from pipeline.refine.policy import Calibration, Policy, check_policy, default_policy, refined_weight, rescored
+from pipeline.refine.gate import box_gain_inputs, expected_gain, gate_decision
+from pipeline.refine.policy import Policy, check_policy, choose_profile, default_policy, refined_weight, rescored
 
 # Stands for every class the refiner does not know; such boxes pass through with status "unmapped".
 OTHER_CLASS = "\x00other"
@@ -112,12 +114,19 @@ class FrameRefiner:
         policy: Policy | None = None,
         flip_tta: bool = False,
         iterations: int = 1,
+        profile: str | None = None,
+        detector_profile: str = GENERIC_PROFILE,
+        max_refine: int | None = None,
+        gate: bool = True,
     ) -> None:
         self.spec = backend.spec
         self.policy = check_policy(policy or default_policy(self.spec), self.spec)  # now, not mid-stream
-        self.calibration = Calibration.of(self.spec)
+        # The detector's calibration profile (or --profile's): the policy's constants and the gate.
+        self.profile, self.calibration = choose_profile(self.spec, detector_profile, profile)
         if iterations < 1:
             raise UsageError(f"iterations must be at least 1; got {iterations}")
+        if max_refine is not None and max_refine < 0:
+            raise UsageError(f"--max-refine must be non-negative; got {max_refine}")
         if mapping.refiner_names != self.spec.class_names:
             raise ValueError("the class mapping was built for another refiner's classes")
         if min_size < 0:
@@ -128,6 +137,11 @@ class FrameRefiner:
         self.min_size = min_size
         self.flip_tta = flip_tta
         self.iterations = iterations
+        self.max_refine = max_refine
+        # The gate skips boxes for blend and gate, which it was fitted for; replace (the paper's
+        # policy) refines every box, and calibration itself (gate=False) must see every box's gain.
+        self.gate = self.calibration.gate if gate else None
+        self.gate_threshold = -np.inf if self.gate is None or self.policy == "replace" else self.gate.threshold
         # Later iterations crop in the refine stage, while the crop stage keeps using `cropper`
         # (a ring of buffers owned by that stage): they get their own single-thread CPU cropper.
         self._iteration_cropper = CpuCropper(self.spec.input_size) if iterations > 1 else None
@@ -138,9 +152,15 @@ class FrameRefiner:
         return self.finish(self.prepare(frame, detections))
 
     def prepare(
-        self, frame: Frame, detections: Detections, only: np.ndarray | None = None, cropper: Cropper | None = None
+        self, frame: Frame, detections: Detections, only: np.ndarray | None = None, cropper: Cropper | None = None,
+        gated: bool = True,
     ) -> RefineJob:
-        """Choose, window and crop the detections to refine (`only`: a mask further limiting them)."""
+        """Choose, window and crop the detections to refine.
+
+        `only`: a mask further limiting them (reuse along tracks, later iterations); `gated`: the
+        profile's gate and the per-frame budget skip boxes before they are cropped (False: later
+        iterations, whose boxes were chosen already).
+        """
         height, width = frame.image.shape[:2]
         boxes = detections.boxes
         refiner_ids = self.mapping.to_refiner(detections.class_ids)
@@ -148,16 +168,38 @@ class FrameRefiner:
         usable = usable_boxes(boxes, width, height)
         with np.errstate(invalid="ignore"):
             large = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_size
+        candidates = mapped & usable & large
+        wanted = candidates if only is None else candidates & only
+        skipped_gain, skipped_budget = np.zeros_like(candidates), np.zeros_like(candidates)
+        if gated:
+            skipped_gain[wanted], skipped_budget[wanted] = self._skipped(detections, refiner_ids, wanted, (width, height))
         status = np.select(
-            [~mapped, ~usable, ~large],
-            [RefineStatus.UNMAPPED, RefineStatus.UNUSABLE, RefineStatus.SMALL],
+            [~mapped, ~usable, ~large, skipped_gain, skipped_budget],
+            [RefineStatus.UNMAPPED, RefineStatus.UNUSABLE, RefineStatus.SMALL, RefineStatus.SKIPPED_GAIN, RefineStatus.SKIPPED_BUDGET],
             RefineStatus.REFINED,
         )
-        selected = np.flatnonzero(mapped & usable & large & (True if only is None else only))
+        selected = np.flatnonzero(wanted & ~skipped_gain & ~skipped_budget)
         windows = crop_windows(boxes[selected], self.spec.padding)
         vectors = mixture_vectors(refiner_ids[selected], boxes[selected], windows, self.spec.num_classes)
         crops = (cropper or self.cropper).crop(frame.image, windows)
         return RefineJob(frame, detections, (width, height), tuple(RefineStatus(s) for s in status), selected, windows, crops, vectors)
+
+    def _skipped(self, detections: Detections, refiner_ids: np.ndarray, candidates: np.ndarray,
+                 frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Over the candidate boxes: skipped before the network as not worth it, skipped by the budget.
+
+        Not worth it: the gate expects no gain, or (blend, gate) the box is above the profile's
+        max_box_side, which those policies never move. Without a gate every box is expected to pay
+        alike, so the budget keeps the detector's first boxes (Ultralytics: best score first).
+        """
+        sides, features = box_gain_inputs(detections.boxes[candidates], detections.scores[candidates], frame_size)
+        if self.gate is None:
+            expected = np.zeros(len(sides))
+        else:
+            expected = expected_gain(self.gate, sides, features, [self.spec.class_names[i] for i in refiner_ids[candidates]])
+        if self.policy != "replace":
+            expected = np.where(sides > self.calibration.max_box_side, -np.inf, expected)
+        return gate_decision(expected, self.gate_threshold, self.max_refine)
 
     def prepare_many(self, pairs: Sequence[tuple[Frame, Detections] | tuple[Frame, Detections, np.ndarray | None]]) -> BatchJob:
         """Prepare several frames (many streams) so that `finish_many` refines them in ONE backend call
@@ -194,7 +236,7 @@ class FrameRefiner:
             if not changed.any():
                 break
             moved = Detections(result.boxes, job.detections.scores, job.detections.class_ids, job.detections.class_names)
-            again = self._refine_once(self.prepare(job.frame, moved, only=changed, cropper=self._iteration_cropper))
+            again = self._refine_once(self.prepare(job.frame, moved, only=changed, cropper=self._iteration_cropper, gated=False))
             changed = again.changed
             result = merge_iteration(result, again)
         return result
@@ -284,6 +326,10 @@ def build_frame_refiner(
     triton_model: str | None = None,
     triton_timeout_s: float | None = None,
     precision: str | None = None,
+    profile: str | None = None,
+    detector_profile: str = GENERIC_PROFILE,
+    max_refine: int | None = None,
+    gate: bool = True,
 ) -> FrameRefiner:
     """A FrameRefiner for a detector's classes: the one place one is put together.
 
@@ -295,6 +341,9 @@ def build_frame_refiner(
     classes plus OTHER_CLASS, for callers that name classes per box (Refiner). `queue_size`: crops live in a ring of
     queue_size + 2 buffers, for a pipeline whose crop and refine stages run in separate threads;
     None: one buffer, for callers that refine each frame before cropping the next.
+    `profile` (--profile) or else `detector_profile` (the detector's) picks the calibration profile;
+    `max_refine` (--max-refine) bounds the boxes refined per frame; `gate` False refines every box
+    the gate would skip (calibration measures their gain).
     """
     if not isinstance(model, RefinerBackend):
         model = ModelFile.of(model)
@@ -317,4 +366,5 @@ def build_frame_refiner(
         from pipeline.refine.crop_ring import CropperRing
 
         cropper = CropperRing(spec.input_size, workers, queue_size)
-    return FrameRefiner(runtime, mapping, cropper, min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations)
+    return FrameRefiner(runtime, mapping, cropper, min_size=min_size, policy=policy, flip_tta=flip_tta, iterations=iterations,
+                        profile=profile, detector_profile=detector_profile, max_refine=max_refine, gate=gate)

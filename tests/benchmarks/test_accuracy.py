@@ -47,8 +47,11 @@ def test_policy_flag_chooses_the_headline_result(dataset_and_refiner, tmp_path):
 
 
 def test_refiner_options_reach_the_frame_refiner(dataset_and_refiner, tmp_path):
-    report = run_accuracy(dataset_and_refiner, tmp_path, "--jitter", "0.1", "--flip-tta", "--iterations", "2", "--min-size", "10000")
-    assert report["options"] == {"flip_tta": True, "iterations": 2, "min_size": 10000.0}
+    report = run_accuracy(dataset_and_refiner, tmp_path, "--jitter", "0.1", "--flip-tta", "--iterations", "2", "--min-size", "10000",
+                          "--max-refine", "3")
+    assert report["options"] == {"flip_tta": True, "iterations": 2, "min_size": 10000.0, "profile": None,
+                                 "detector_profile": "generic", "max_refine": 3}
+    assert report["profile"] == "generic" and report["share_sent_to_network"]["replace"] is None  # no box to send
     # Every box is below --min-size, so nothing is refined and every policy scores the input boxes.
     assert set(report["status_counts"]["replace"]) == {"small"}
     assert report["refined_replace"] == report["baseline"]

@@ -12,7 +12,6 @@ from pipeline.core.spec import RefinerSpec
 from pipeline.model.artifacts import read_spec
 from pipeline.model.checkpoint import save_refiner
 from pipeline.model.random_init import random_refiner
-from pipeline.refine.policy import Calibration
 
 
 def calibrate(dataset_and_refiner, tmp_path, refiner=None, *extra: str, boxes: tuple[str, ...] = ("--jitter", "0.1"),
@@ -28,6 +27,8 @@ def calibrate(dataset_and_refiner, tmp_path, refiner=None, *extra: str, boxes: t
 def test_grid_covers_every_setting_and_reliability_bins_every_box(dataset_and_refiner, tmp_path):
     report = calibrate(dataset_and_refiner, tmp_path)
     assert len(report["grid"]) == 4  # 1 temperature x 2 margins x 2 box sides x 1 power
+    # Jittered GT (the generic profile) is judged beside GT jittered by the precise sigma too.
+    assert report["inputs"] == ["GT jittered, sigma 0.1, seed 0", "GT jittered, sigma 0.05, seed 0"]
     assert {row["max_box_side"] for row in report["grid"]} == {30.0, math.inf}
     for table in ("gain", "input_iou", "box_side"):
         assert sum(row["boxes"] for row in report["reliability"][table]) == report["boxes"] > 0
@@ -45,11 +46,17 @@ def test_write_stores_the_best_setting_in_the_model_file(dataset_and_refiner, tm
     spec = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=names)
     model_file = save_refiner(random_refiner(spec), tmp_path / "tiny.safetensors")
     report = calibrate(dataset_and_refiner, tmp_path, model_file, "--write", "--split", "train")
-    stored = Calibration.of(read_spec(model_file))
+    stored = read_spec(model_file).profiles["generic"]
     best = report["best"]
     assert (stored.blend_temperature, stored.gain_margin, stored.max_box_side) == (
         best["blend_temperature"], best["gain_margin"], best["max_box_side"])
     assert "train split" in stored.fitted_on
+    assert stored.gate is not None and stored.gate.threshold == report["gate_chosen"]["threshold"]
+    shares = [row["share_refined"] for row in report["gate_curve"]]
+    assert shares[0] == 1.0 and shares[-1] == 0.0 and shares == sorted(shares, reverse=True)
+    # A second profile lands beside the first, which stays.
+    calibrate(dataset_and_refiner, tmp_path, model_file, "--write", "--split", "train", "--profile", "yolov8n")
+    assert set(read_spec(model_file).profiles) == {"generic", "yolov8n"}
 
 
 def test_a_detectors_boxes_are_judged_beside_a_precise_detectors(dataset_and_refiner, tmp_path):
@@ -80,5 +87,6 @@ def test_a_refiner_that_cannot_help_is_told_so_and_written_to_leave_boxes_alone(
                        boxes=("--detections", str(exact)), margins=("--margins", "0"))
     assert all(row["mean_gain"] < 0 for row in report["grid"] if row["gain_margin"] == 0)
     assert report["refining_pays"] is False and report["best"]["gain_margin"] == math.inf
-    assert Calibration.of(read_spec(model_file)).gain_margin == math.inf
+    stored = read_spec(model_file).profiles["generic"]
+    assert stored.gain_margin == math.inf and stored.gate.threshold == math.inf  # and no box is even cropped
     assert "refining does not pay on these boxes" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from pipeline.core.spec import RefinerSpec
 from pipeline.model.artifacts import read_spec
 from pipeline.model.checkpoint import replace_spec, save_refiner
 from pipeline.model.net import RefinerNet
-from pipeline.refine.policy import Calibration
+from pipeline.core.calibration import Calibration, GateModel
 import pipeline.app
 from tests.pipeline.io.test_sinks import size_limit
 
@@ -142,12 +142,31 @@ def test_a_refiner_calibrated_to_leave_boxes_alone_says_so(inputs, tmp_path, cap
     """`benchmarks calibrate` writes an infinite margin where refining did not pay; a run with that file warns, moves nothing."""
     refiner = tiny_refiner(tmp_path / "unhelpful.safetensors")
     spec = read_spec(refiner)
-    replace_spec(refiner, dataclasses.replace(spec, extra=Calibration(gain_margin=math.inf, fitted_on="a precise detector").as_extra()))
+    replace_spec(refiner, dataclasses.replace(spec, profiles={"generic": Calibration(gain_margin=math.inf, fitted_on="a precise detector")}))
     assert cli({**inputs, "refiner": refiner}, tmp_path / "run", "--max-frames", "3") == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["objects"].get("refined", 0) == 0 and summary["objects"]["gated"] > 0
     assert len(summary["warnings"]) == 1 and "(a precise detector) found that refining did not pay" in summary["warnings"][0]
     assert "warning: this refiner's calibration" in capsys.readouterr().err
+
+
+def test_the_profile_gate_and_budget_skip_boxes_before_the_network_and_say_so(inputs, tmp_path, capsys):
+    """Two pedestrians a frame: a budget of one skips the other; a profile whose gate expects no gain skips both."""
+    assert cli(inputs, tmp_path / "budget", "--max-frames", "3", "--max-refine", "1") == 0
+    summary = json.loads((tmp_path / "budget" / "summary.json").read_text())
+    assert summary["refinement"]["sent_to_network"] == 3 and summary["refinement"]["skipped"] == {"gain": 0, "budget": 3}
+    assert summary["refiner"]["profile"] == "generic" and summary["refiner"]["max_refine"] == 1
+    assert "3 over the --max-refine budget" in capsys.readouterr().out  # results on stdout
+
+    refiner = tiny_refiner(tmp_path / "gated.safetensors")
+    never = GateModel((0.0, math.inf), (0.0,), (0.0,) * 4, (0.0,) * 4, threshold=math.inf)
+    replace_spec(refiner, dataclasses.replace(read_spec(refiner), profiles={"generic": Calibration(), "yolov8n": Calibration(gate=never)}))
+    assert cli({**inputs, "refiner": refiner}, tmp_path / "gated", "--max-frames", "3", "--profile", "yolov8n") == 0
+    summary = json.loads((tmp_path / "gated" / "summary.json").read_text())
+    assert summary["refinement"] == {"sent_to_network": 0, "refined": 0, "gated": 0, "skipped": {"gain": 6, "budget": 0}}
+    assert "refiner: 0 boxes sent" in capsys.readouterr().out
+    assert cli({**inputs, "refiner": refiner}, tmp_path / "unknown", "--profile", "yolo11s") == 2
+    assert "no calibration profile 'yolo11s'; it has generic, yolov8n" in capsys.readouterr().err
 
 
 def test_show_without_a_display_warns_and_runs_on(inputs, tmp_path, monkeypatch, capsys):

@@ -19,7 +19,10 @@ def test_real_demo_refines_people_and_draws_a_contact_sheet(tmp_path, capsys):
     assert main(["--source", "demo", "--max-frames", "110", "--output", str(tmp_path / "demo")]) == 0
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["frames"]["processed"] == 110
-    assert summary["objects"]["refined"] > 10 and summary["refinement_change"]["changed"] == summary["objects"]["refined"]
+    objects = summary["objects"]
+    # YOLOv8n gets its own profile, whose gate does not crop the clip's large people (they lose AP when refined).
+    assert summary["refiner"]["profile"] == "yolov8n" and objects["skipped_gain"] > 10
+    assert objects["refined"] >= 1 and summary["refinement_change"]["changed"] == objects["refined"]
     assert summary["detector"]["description"].endswith("yolov8n-coco.pt")
     sheet = cv2.imread(str(tmp_path / "demo" / CONTACT_SHEET_FILE))
     assert sheet is not None and sheet.shape[0] > 300 and sheet.shape[1] > 600

@@ -166,6 +166,7 @@ class SlowToWarmDetector:
 
     def __init__(self, class_names: tuple[str, ...]) -> None:
         self.class_names = class_names
+        self.profile = "generic"
         self.warmed = False
 
     def warm_up(self) -> None:

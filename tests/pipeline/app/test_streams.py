@@ -73,6 +73,8 @@ def test_two_streams_write_every_frame_by_stream_and_share_one_refiner_call_per_
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["frames"]["processed"] == 24 and summary["frames"]["cycles"] == 12
     assert [s["frames"]["processed"] for s in summary["streams"]] == [12, 12]
+    assert [s["refinement"]["sent_to_network"] for s in summary["streams"]] == [24, 24]  # counted per stream too
+    assert summary["refinement"]["sent_to_network"] == 48 and summary["refinement"]["skipped"] == {"gain": 0, "budget": 0}
     calls = summary["refiner_calls"]
     # Two detections per frame, both streams in every cycle: 12 calls of 4 crops, not 24 calls of 2.
     assert calls["calls"] == calls["cycle_calls"] == 12

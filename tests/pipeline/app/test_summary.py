@@ -13,7 +13,7 @@ from tests.pipeline.app.test_streams import CountedFrames, baseline
 
 ONE_STREAM_KEYS = {
     "started_at", "source", "detector", "refiner", "device", "outputs", "status", "error", "exit_code", "elapsed_s", "fps",
-    "frames", "latency_ms", "queue_occupancy", "objects", "unfinished_stages", "refinement_change", "warnings", "files",
+    "frames", "latency_ms", "queue_occupancy", "objects", "refinement", "unfinished_stages", "refinement_change", "warnings", "files",
 }  # fmt: skip
 MANY_STREAM_KEYS = ONE_STREAM_KEYS - {"source"} | {"streams", "refiner_calls", "batch_timeout_ms"}
 

@@ -11,7 +11,7 @@ import pytest
 from pipeline.core.errors import DetectorError
 from pipeline.core.types import Detections, Frame
 from pipeline.io.detection_files import MOT_CLASS_NAMES, load_coco_results, load_mot_detections
-from pipeline.io.detectors import OPENVINO_CPU_SHARE, UltralyticsDetector, open_detector
+from pipeline.io.detectors import OPENVINO_CPU_SHARE, UltralyticsDetector, open_detector, profile_of_model
 from pipeline.io.sources import open_source
 
 
@@ -90,6 +90,7 @@ def test_coco_results_use_gt_names_and_image_ids_by_path_suffix(tmp_path):
 def test_coco_results_without_gt_use_frame_index_plus_one(tmp_path):
     results, _ = coco_files(tmp_path)
     detector = load_coco_results(results)
+    assert detector.profile == "generic"  # who made a detections file is unknown
     assert detector.class_names == ("1", "3")
     assert len(detector.detect(frame(6))) == 1 and len(detector.detect(frame(8))) == 1
     assert len(detector.detect(frame(0))) == 0
@@ -129,7 +130,7 @@ def untrained_yolo(tmp_path_factory) -> Path:
 
 def test_ultralytics_detector_returns_valid_detections(untrained_yolo):
     detector = open_detector(untrained_yolo, imgsz=64, conf=0.0, device="cpu")
-    assert isinstance(detector, UltralyticsDetector)
+    assert isinstance(detector, UltralyticsDetector) and detector.profile == "yolov8n"  # its calibration profile
     assert len(detector.class_names) == 80  # a yaml-built model names its classes "0".."79"
     image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     detections = detector.detect(Frame(0, image, None, "x"))
@@ -168,6 +169,8 @@ def test_openvino_export_finds_the_boxes_of_the_pt_it_came_from(mot17_mini, open
         assert (ours.class_ids[first] == theirs.class_ids[second]).all()
         assert len(ious) >= 0.9 * max(len(ours), len(theirs))  # boxes near the threshold may come and go
         assert ious.min() > 0.95
+
+
 def test_committed_yolov8n_finds_the_golden_boxes_on_real_frames():
     """The committed YOLOv8n on real frames of the bundled clip: xyxy boxes where the golden file says
     (tests/pipeline/golden.py), so a box returned as xywh (or any other format slip) fails here."""
@@ -187,3 +190,14 @@ def test_committed_yolov8n_finds_the_golden_boxes_on_real_frames():
         height, width = images[index].shape[:2]
         x1, y1, x2, y2 = person  # a standing person in the frame: corners in order, taller than wide
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height and (y2 - y1) > 1.5 * (x2 - x1)
+
+
+@pytest.mark.parametrize("model, profile", [
+    ("models/yolov8n-coco.pt", "yolov8n"),
+    ("yolo11s.pt", "yolo11s"),
+    ("runs/YOLOv5su_openvino_model", "yolov5su"),
+    ("best.pt", "generic"),  # a name that says nothing: --profile says it
+    ("rtdetr-l.pt", "generic"),
+])
+def test_an_ultralytics_model_gets_the_calibration_profile_its_name_says(model, profile):
+    assert profile_of_model(Path(model)) == profile

@@ -65,16 +65,17 @@ def test_weights_of_another_spec_are_refused(tmp_path):
 def test_replace_spec_rewrites_calibration_but_not_the_network(tmp_path):
     from dataclasses import replace
 
+    from pipeline.core.calibration import Calibration
     from pipeline.model.checkpoint import replace_spec
 
     spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=32, class_names=("person",))
     path = save_refiner(RefinerNet(spec), tmp_path / "r.safetensors")
     before = load_refiner(path).state_dict()
-    replace_spec(path, replace(spec, extra={"calibration.score_power": "1"}))
-    assert read_spec(path).extra == {"calibration.score_power": "1"}
+    replace_spec(path, replace(spec, profiles={"yolov8n": Calibration(score_power=1.0)}))
+    assert read_spec(path).profiles == {"yolov8n": Calibration(score_power=1.0)}
     after = load_refiner(path).state_dict()
     assert all((before[k] == after[k]).all() for k in before)
-    with pytest.raises(ModelFileError, match="only the spec's extra"):
+    with pytest.raises(ModelFileError, match="only the spec's calibration profiles"):
         replace_spec(path, replace(spec, padding=0.3))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from pipeline.refine.class_mapping import ClassMapping
 from pipeline.refine.crop_ring import CropperRing
 from pipeline.refine.crops import CpuCropper
 from pipeline.refine.gpu_crops import GpuCropper
-from pipeline.refine.policy import Calibration, check_policy, default_policy, leaves_every_box_alone, refined_weight
+from pipeline.core.calibration import Calibration
+from pipeline.refine.policy import check_policy, choose_profile, default_policy, leaves_every_box_alone, refined_weight
 from pipeline.refine.refiner import FrameRefiner
 
 REFINER_CLASSES = ("person", "disc")
@@ -250,13 +252,10 @@ def test_refined_detections_validate_their_rows():
 
 
 def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
-    from dataclasses import replace
-
-
     spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
-    assert Calibration.of(spec) == Calibration()  # an uncalibrated model: default blend, detector's scores
-    calibrated = replace(spec, extra=Calibration(0.02, 0.0, 2.0, "test").as_extra())
-    assert Calibration.of(RefinerSpec.from_json(calibrated.to_json())) == Calibration(0.02, 0.0, 2.0, "test")
+    assert choose_profile(spec) == ("generic", Calibration())  # an uncalibrated model: default blend, detector's scores
+    calibrated = replace(spec, profiles={"generic": Calibration(0.02, 0.0, 2.0, "test")})
+    assert RefinerSpec.from_json(calibrated.to_json()).profiles == {"generic": Calibration(0.02, 0.0, 2.0, "test")}
     # Predicted IoU 0.5 for the input box and 0.7 for the refined one: blend weight sigmoid(0.2 / 0.02) ~ 1.
     outputs = FixedOutputs(calibrated, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
     detections = Detections([[10, 10, 60, 90]], [0.9], [0], DETECTOR_CLASSES)
@@ -265,7 +264,7 @@ def test_calibration_travels_in_the_spec_and_rescores_by_predicted_iou():
     plain = refiner(FixedOutputs(spec, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7]))(frame(), detections)
     assert plain.scores[0] == pytest.approx(0.9)
     # A weight far from 1 (sigmoid(0.2 / 0.2) = 0.731): the output box's IoU is the predictions mixed by that weight.
-    warm = replace(spec, extra=Calibration(0.2, 0.0, 2.0, "test").as_extra())
+    warm = replace(spec, profiles={"generic": Calibration(0.2, 0.0, 2.0, "test")})
     mixed = refiner(FixedOutputs(warm, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7]))(frame(), detections)
     weight = 1 / (1 + math.exp(-1.0))
     assert mixed.scores[0] == pytest.approx(0.9 * (0.5 + weight * 0.2) ** 2, rel=1e-4)
@@ -278,7 +277,7 @@ def test_non_finite_outputs_are_their_own_status_never_gated(policy, bad):
     from dataclasses import replace
 
     spec = RefinerSpec(backbone="fixed", input_size=32, class_names=REFINER_CLASSES)
-    spec = replace(spec, extra=Calibration(0.02, 0.0, 1.0, "test").as_extra())  # rescoring on: the score must stay
+    spec = replace(spec, profiles={"generic": Calibration(0.02, 0.0, 1.0, "test")})  # rescoring on: the score must stay
     detections = Detections([[40, 40, 60, 80]], [0.8], [0], DETECTOR_CLASSES)
     for row in ([bad, 0.2, 0.8, 0.8, 0.5, 0.7], [0.2, 0.2, 0.8, 0.8, bad, 0.7]):
         result = refiner(FixedOutputs(spec, row), policy=policy)(frame(), detections)
@@ -314,7 +313,6 @@ def test_a_max_box_side_leaves_large_boxes_alone_under_blend_and_gate_but_not_re
     blended = refined_weight(outputs, "blend", limited, sides)
     assert blended[0] > 0.99 and blended[1] == 0.0
     np.testing.assert_array_equal(refined_weight(outputs, "replace", limited, sides), [1.0, 1.0])
-    assert Calibration.of(RefinerSpec("mobilenetv3_small_050", 64, REFINER_CLASSES, extra=limited.as_extra())) == limited
     assert Calibration().max_box_side == math.inf
     with pytest.raises(ValueError, match="box side"):
         Calibration(max_box_side=0)
@@ -336,7 +334,7 @@ def test_decode_outputs_is_the_decode_that_ships_calibration_included():
     from dataclasses import replace
 
     spec = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
-    calibrated = replace(spec, extra=Calibration(0.02, 0.05, 2.0, "test").as_extra())
+    calibrated = replace(spec, profiles={"generic": Calibration(0.02, 0.05, 2.0, "test")})
     backend = FixedOutputs(calibrated, [0.2, 0.2, 0.8, 0.8, 0.5, 0.53])  # gain 0.03: under the 0.05 margin
     step = refiner(backend, policy="gate")
     job = step.prepare(frame(), mixed_detections())
@@ -345,3 +343,80 @@ def test_decode_outputs_is_the_decode_that_ships_calibration_included():
     assert decoded.status == finished.status and decoded.status[0] == RefineStatus.GATED  # the margin held it back
     np.testing.assert_array_equal(decoded.boxes, finished.boxes)
     np.testing.assert_array_equal(decoded.scores, finished.scores)
+
+
+def gated_spec() -> RefinerSpec:
+    """A "yolov8n" profile whose gate expects boxes under 64 px to gain and larger ones to lose; "generic" has no gate."""
+    from pipeline.core.calibration import GateModel
+
+    gate = GateModel((0.0, 64.0, math.inf), (0.02, -0.01), (0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0), (), 0.0, 10)
+    return RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES,
+                       profiles={"yolov8n": Calibration(0.05, gate=gate), "generic": Calibration(0.1)})
+
+
+def crowd() -> Detections:
+    boxes = [[0, 0, 100, 100], [10, 10, 40, 50], [50, 50, 90, 80], [70, 20, 120, 60], [5, 60, 30, 100]]
+    return Detections(boxes, [0.9, 0.8, 0.7, 0.6, 0.5], [0, 0, 0, 1, 2], DETECTOR_CLASSES)
+
+
+def test_the_gate_skips_boxes_not_expected_to_pay_before_they_are_cropped():
+    backend = FixedOutputs(gated_spec(), [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    gated = refiner(backend, detector_profile="yolov8n")
+    assert gated.profile == "yolov8n"
+    result = gated(frame(), crowd())
+    S = RefineStatus
+    assert result.status == (S.SKIPPED_GAIN, S.REFINED, S.REFINED, S.UNMAPPED, S.REFINED)  # the 100 px box is not worth it
+    assert gated.crops_refined == 3 and np.isnan(result.predicted_iou[0]).all()
+    np.testing.assert_array_equal(result.boxes[0], crowd().boxes[0])
+    # The paper's policy refines every box; the budget still bounds it.
+    assert refiner(backend, detector_profile="yolov8n", policy="replace")(frame(), crowd()).status[0] == S.REFINED
+
+
+def test_boxes_above_the_profiles_max_box_side_are_not_cropped_where_the_policy_would_never_move_them():
+    spec = replace(gated_spec(), profiles={"generic": Calibration(0.1, max_box_side=64.0)})
+    backend = FixedOutputs(spec, [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    S = RefineStatus
+    blend = refiner(backend)
+    assert blend(frame(), crowd()).status == (S.SKIPPED_GAIN, S.REFINED, S.REFINED, S.UNMAPPED, S.REFINED)
+    assert blend.crops_refined == 3
+    assert refiner(backend, policy="replace")(frame(), crowd()).status[0] == S.REFINED  # replace refines every box
+
+
+def test_the_budget_refines_the_highest_expected_gain_first_and_counts_the_rest():
+    backend = FixedOutputs(gated_spec(), [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    S = RefineStatus
+    budget = refiner(backend, profile="yolov8n", max_refine=1, policy="replace")
+    # Expected gain: +0.02 for the three small boxes (ties: the earlier first), -0.01 for the large one.
+    assert budget(frame(), crowd()).status == (S.SKIPPED_BUDGET, S.REFINED, S.SKIPPED_BUDGET, S.UNMAPPED, S.SKIPPED_BUDGET)
+    assert budget.crops_refined == 1
+    # Without a gate every box is expected to pay alike: the detector's first boxes stay.
+    plain = refiner(backend, max_refine=2)
+    assert plain.profile == "generic" and plain.gate is None
+    assert plain(frame(), crowd()).status == (S.REFINED, S.REFINED, S.SKIPPED_BUDGET, S.UNMAPPED, S.SKIPPED_BUDGET)
+    with pytest.raises(UsageError, match="max-refine"):
+        refiner(backend, max_refine=-1)
+
+
+def test_iterations_refine_again_what_the_first_pass_chose_without_asking_the_gate_again():
+    backend = FixedOutputs(gated_spec(), [0.2, 0.2, 0.8, 0.8, 0.5, 0.7])
+    twice = refiner(backend, detector_profile="yolov8n", iterations=2, policy="gate")
+    result = twice(frame(), crowd())
+    assert result.status[0] == RefineStatus.SKIPPED_GAIN and twice.crops_refined == 3 + 3
+
+
+@pytest.mark.parametrize("detector_profile, requested, chosen", [
+    ("yolov8n", None, "yolov8n"),  # the detector's own profile
+    ("yolo11s", None, "generic"),  # a detector nobody calibrated for
+    ("yolov8n", "generic", "generic"),  # --profile overrides
+    ("generic", "yolov8n", "yolov8n"),
+])
+def test_the_profile_follows_the_detector_unless_overridden(detector_profile, requested, chosen):
+    name, calibration = choose_profile(gated_spec(), detector_profile, requested)
+    assert name == chosen and calibration == gated_spec().profiles[chosen]
+
+
+def test_an_unknown_profile_is_refused_with_the_files_profiles():
+    with pytest.raises(UsageError, match="no calibration profile 'yolo11s'; it has generic, yolov8n"):
+        choose_profile(gated_spec(), requested="yolo11s")
+    plain = RefinerSpec(backbone="mobilenetv3_small_050", input_size=64, class_names=REFINER_CLASSES)
+    assert choose_profile(plain, requested="generic") == ("generic", Calibration())  # an uncalibrated file: the defaults
