@@ -66,6 +66,7 @@ class RunConfig:
     policy: Policy | None = None  # None: the refiner's default (see pipeline.refine.policy.default_policy)
     profile: str | None = None  # the refiner's calibration profile; None: the detector's (pipeline.refine.policy.choose_profile)
     max_refine: int | None = None  # boxes refined per frame at most, highest expected gain first; None: no budget
+    precision: str | None = None  # a CPU runtime's float precision (OpenVINO): None, BF16 where the CPU has it; "fp32"
     flip_tta: bool = False
     iterations: int = 1
     queue_size: int = 4
@@ -187,7 +188,7 @@ def _open_refiner(config: RunConfig, detector: Detector, device: str) -> FrameRe
         max_batch=config.max_batch, min_size=config.min_size, policy=config.policy, flip_tta=config.flip_tta,
         iterations=config.iterations, workers=config.workers, queue_size=config.queue_size, gpu_crops=config.gpu_crops,
         triton_url=config.triton_url, triton_model=config.triton_model, triton_timeout_s=config.triton_timeout_s,
-        profile=config.profile, detector_profile=detector.profile, max_refine=config.max_refine,
+        profile=config.profile, detector_profile=detector.profile, max_refine=config.max_refine, precision=config.precision,
     )
 
 

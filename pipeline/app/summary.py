@@ -150,6 +150,7 @@ def refiner_summary(refiner: FrameRefiner | None, path: object, device: str) -> 
     return {
         "path": str(path),
         "backend": refiner.backend.name,
+        "precision": refiner.backend.precision,
         "device": device,
         "spec": asdict(refiner.spec),
         "policy": refiner.policy,

@@ -31,6 +31,9 @@ class BackendUnavailable(BackendError):
     """This runtime or artifact is simply not here: `auto` moves on quietly instead of warning."""
 
 
+CPU_PRECISIONS = ("bf16", "fp32")  # float precisions a CPU runtime may be asked for (OpenVINO; ONNX Runtime is fp32)
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     """Settings only some runtimes read; the registry hands every runtime the same object.
@@ -67,6 +70,7 @@ class RefinerBackend(ABC):
 
     name: str = "base"  # the registry's name for it (pipeline.backends.registry)
     device: Any = "cpu"  # where it computes: "cpu", or a torch device for the CUDA backends
+    precision: str = "fp32"  # what it computes in: OpenVINO bf16 or fp32, a TensorRT engine its build's precision
     takes_device_tensors: ClassVar[bool] = False  # True: `refine` also takes torch tensors already on `device`
     parity_tolerance: float = FP32_TOLERANCE  # vs FP32 torch: what build_engine.py and the tests require
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends.base import FP32_TOLERANCE, HALF_TOLERANCE, BackendOptions, BackendUnavailable, RefinerBackend, default_cpu_threads
+from pipeline.backends.base import CPU_PRECISIONS, FP32_TOLERANCE, HALF_TOLERANCE, BackendOptions, BackendUnavailable, RefinerBackend, default_cpu_threads
 from pipeline.core.errors import BackendError
 from pipeline.model.artifacts import BOXES, CROPS, VECTORS, ModelFile
 from pipeline.model import defaults
@@ -24,7 +24,7 @@ try:
 except ImportError:  # `auto` falls back to ONNX Runtime
     openvino = None
 
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = CPU_PRECISIONS
 # |difference| from FP32 torch on real crops (128 COCO person crops, the committed person refiner): FP32 max
 # 1.2e-6; BF16 max 1.1e-2 on the box outputs and 4.7e-2 on the predicted IoUs, mean 6e-4 and 3.7e-3.
 # Both precisions must stay within these (tests/benchmarks/test_real_crops.py).

@@ -258,6 +258,7 @@ class TensorRTBackend(TensorInputBackend):
 
     def __init__(self, engine: ModelFile, device: str = "cuda", max_batch: int = 32) -> None:
         engine_path, sidecar, spec = engine.path, engine.sidecar, engine.spec
+        self.precision = str(sidecar.get("precision", "fp16"))
         flavour = select_flavour(sidecar.get("tensorrt_flavour", "tensorrt"), to_run=True)
         self.flavour = flavour
         self.device = torch_device(device)

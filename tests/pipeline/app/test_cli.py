@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -372,3 +373,10 @@ def test_help_loads_no_model_runtime(tmp_path):
     repo = Path(__file__).resolve().parents[3]
     done = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=120, check=True)
     assert "usage: python -m pipeline" in done.stdout and done.stderr.strip() == "[]"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_precision_fp32_keeps_openvino_at_full_precision_and_the_summary_says_which(inputs, tmp_path):
+    assert cli(inputs, tmp_path / "run", "--max-frames", "2", "--backend", "openvino", "--precision", "fp32") == 0
+    refiner = json.loads((tmp_path / "run" / "summary.json").read_text())["refiner"]
+    assert refiner["backend"] == "openvino" and refiner["precision"] == "fp32"
