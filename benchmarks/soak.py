@@ -58,6 +58,7 @@ class ReplayedBoxes:
     """The boxes a real detector found on each looped image, returned again every loop (person class only)."""
 
     class_names = ("person",)
+    profile = "yolov8n"  # the committed YOLOv8n's boxes: the refiner's calibration profile for them
 
     def __init__(self, boxes: list[np.ndarray], scores: list[np.ndarray], description: str) -> None:
         self._boxes, self._scores, self.description = boxes, scores, description

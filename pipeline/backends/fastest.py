@@ -34,7 +34,7 @@ PROBE_RUNS = 3  # timed calls after one warm-up call; the median counts
 
 
 def choices_file() -> Path:
-    return defaults.ENGINES_DIR / "cache" / "cpu-backends.json"
+    return defaults.writable_root() / "engines" / "cache" / "cpu-backends.json"  # installed: under the user's cache
 
 
 def probe_ms(backend: RefinerBackend, crops: int = PROBE_CROPS, runs: int = PROBE_RUNS) -> float:

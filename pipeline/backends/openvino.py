@@ -36,8 +36,8 @@ BF16_TOLERANCE = HALF_TOLERANCE
 
 
 def compiled_cache_dir() -> Path:
-    """Where compiled models are kept between runs: engines/cache/openvino/."""
-    return defaults.ENGINES_DIR / "cache" / "openvino"
+    """Where compiled models are kept between runs: engines/cache/openvino/ in a checkout (installed: under the user's cache)."""
+    return defaults.writable_root() / "engines" / "cache" / "openvino"
 
 
 def supported_precisions() -> tuple[str, ...]:

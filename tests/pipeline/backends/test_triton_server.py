@@ -242,7 +242,7 @@ def test_pipeline_cli_runs_on_the_server_and_reports_its_time(served, tmp_path):
     assert summary["refiner"]["backend"] == "triton"
     server = summary["refiner"]["server"]
     assert server["model"] == REFINER.stem and server["requests"] >= 1 and server["compute_ms_mean"] > 0
-    assert f"triton {REFINER.stem} at {url}: " in result.stderr  # the run's printed summary
+    assert f"triton {REFINER.stem} at {url}: " in result.stdout  # the run's printed summary (results on stdout)
 
 
 @contextlib.contextmanager

@@ -78,6 +78,9 @@ def test_the_users_command_runs_with_no_other_flag(tmp_path, demo_clip):
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
     capture.release()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["objects"]["refined"] >= 5 and summary["objects"].get("unmapped", 0) >= 1
+    # Every person box reaches the refiner's decision (refined, gated, or skipped by the yolov8n profile's gate:
+    # these people are taller than its 192 px limit); the skateboard is no class of the person refiner.
+    persons = sum(summary["objects"].get(status, 0) for status in ("refined", "gated", "skipped_gain", "skipped_budget"))
+    assert persons >= 5 and summary["objects"].get("unmapped", 0) >= 1 and summary["refiner"]["profile"] == "yolov8n"
     assert Path(summary["refiner"]["path"]) == default_refiner()
-    assert "FPS" in done.stdout and "refined boxes moved" in done.stdout  # results on stdout, progress on stderr
+    assert "FPS" in done.stdout and "boxes: " in done.stdout  # results on stdout, progress on stderr
