@@ -17,6 +17,7 @@ TINY = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=
 def test_runtimes_side_by_side_with_speedups_and_reasons(tmp_path, coco_person, monkeypatch):
     monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
+    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
     monkeypatch.setattr(cpu_runtimes, "SIZE_MODELS_DIR", tmp_path / "sizes")
     checkpoint = save_refiner(random_refiner(TINY), tmp_path / "tiny.safetensors")
     out = tmp_path / "runtimes.json"

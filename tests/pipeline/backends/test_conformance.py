@@ -30,6 +30,7 @@ def open_small(entry, small_checkpoint, tmp_path, monkeypatch):
         pytest.skip(SERVER_NEEDED)
     monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
+    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
     device = "cpu" if "cpu" in entry.devices else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip(f"{entry.name} runs on CUDA only and torch sees no GPU")

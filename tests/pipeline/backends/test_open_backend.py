@@ -24,6 +24,7 @@ def private_engine_dirs(tmp_path, monkeypatch):
     """Keep the ONNX cache and the engine lookup out of the repository's engines/."""
     monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
+    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
     return tmp_path
 
 

@@ -23,6 +23,7 @@ from pipeline.model.random_init import random_inputs  # noqa: E402
 def private_engine_dirs(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
+    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
     return tmp_path
 
 
