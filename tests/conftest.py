@@ -31,6 +31,18 @@ def mot17_mini() -> Path:
     return root
 
 
+@pytest.fixture
+def private_engine_dirs(tmp_path, monkeypatch) -> Path:
+    """Keep the ONNX export cache, the engine lookup and the runtimes' caches (OpenVINO's compiled models,
+    auto's timing: writable_root() / engines / cache) out of the checkout; returns the folder used instead."""
+    from pipeline.model import defaults, export
+
+    monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
+    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Two cores shared with other test processes: one intra-op thread avoids OpenMP spin contention."""

@@ -7,17 +7,13 @@ import json
 from benchmarks import cpu_runtimes
 from benchmarks.__main__ import main
 from pipeline.core.spec import RefinerSpec
-from pipeline.model import defaults, export
 from pipeline.model.checkpoint import save_refiner
 from pipeline.model.random_init import random_refiner
 
 TINY = RefinerSpec(backbone="mobilenetv3_small_100", input_size=64, class_names=("person",))
 
 
-def test_runtimes_side_by_side_with_speedups_and_reasons(tmp_path, coco_person, monkeypatch):
-    monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
-    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
+def test_runtimes_side_by_side_with_speedups_and_reasons(tmp_path, coco_person, monkeypatch, private_engine_dirs):
     monkeypatch.setattr(cpu_runtimes, "SIZE_MODELS_DIR", tmp_path / "sizes")
     checkpoint = save_refiner(random_refiner(TINY), tmp_path / "tiny.safetensors")
     out = tmp_path / "runtimes.json"

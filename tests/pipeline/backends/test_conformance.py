@@ -12,7 +12,6 @@ import torch
 from pipeline.backends import REGISTRY, BackendUnavailable, Registered, RefinerBackend, open_backend
 from pipeline.backends.derived import WHAT
 from pipeline.backends.torch import TorchBackend
-from pipeline.model import defaults, export
 from pipeline.model.random_init import random_inputs
 
 SERVER_NEEDED = "a client of a server: tests/pipeline/backends/test_triton_server.py runs it against one"
@@ -24,13 +23,10 @@ def entry(request) -> Registered:
 
 
 @pytest.fixture
-def open_small(entry, small_checkpoint, tmp_path, monkeypatch):
+def open_small(entry, small_checkpoint, private_engine_dirs):
     """Factory: the small refiner behind `entry` with a given max_batch, on the CPU where it runs there."""
     if entry.name == "triton":
         pytest.skip(SERVER_NEEDED)
-    monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
-    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
     device = "cpu" if "cpu" in entry.devices else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip(f"{entry.name} runs on CUDA only and torch sees no GPU")

@@ -8,15 +8,9 @@ import logging
 import pytest
 
 from pipeline.backends import fastest, open_backend
-from pipeline.model import defaults, export
 
 
-@pytest.fixture(autouse=True)
-def private_engine_dirs(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
-    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("private_engine_dirs")  # tests/conftest.py
 
 
 def test_auto_times_the_cpu_runtimes_keeps_the_faster_and_remembers_it(small_checkpoint, caplog):

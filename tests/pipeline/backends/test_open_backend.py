@@ -10,7 +10,6 @@ import torch
 
 from pipeline.backends import open_backend
 from pipeline.core.errors import BackendError, BBRefinementError, ModelFileError
-from pipeline.model import defaults, export
 from pipeline.model.artifacts import file_sha256, write_sidecar
 from pipeline.model.random_init import random_inputs
 
@@ -19,13 +18,7 @@ no_tensorrt = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the f
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where no CUDA GPU exists")
 
 
-@pytest.fixture(autouse=True)
-def private_engine_dirs(tmp_path, monkeypatch):
-    """Keep the ONNX cache and the engine lookup out of the repository's engines/."""
-    monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
-    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("private_engine_dirs")  # tests/conftest.py
 
 
 def fake_engine(path, model, checkpoint=None):

@@ -14,17 +14,11 @@ from pipeline.backends.base import FP32_TOLERANCE  # noqa: E402
 from pipeline.backends.openvino import OpenVinoBackend, supported_precisions  # noqa: E402
 from pipeline.backends.torch import TorchBackend  # noqa: E402
 from pipeline.core.errors import BackendError  # noqa: E402
-from pipeline.model import defaults, export  # noqa: E402
 from pipeline.model.artifacts import ModelFile  # noqa: E402
 from pipeline.model.random_init import random_inputs  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def private_engine_dirs(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "ONNX_CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(defaults, "ENGINES_DIR", tmp_path / "engines")
-    monkeypatch.setattr(defaults, "writable_root", lambda: tmp_path)  # caches: writable_root() / "engines" / "cache"
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("private_engine_dirs")  # tests/conftest.py
 
 
 def test_default_precision_is_what_the_runtime_says_this_cpu_computes(small_onnx):
