@@ -92,10 +92,25 @@ def opened(name: str, precision: str, model: ModelFile, max_batch: int, threads:
             return f"no runtime named {name}"
         if name == "onnxruntime" and precision != "fp32":
             return "ONNX Runtime runs the FP32 graph only"
+        if precision == "int8":  # the INT8 (QDQ) backbone, the float heads in the runtime's best float precision
+            quantized = int8_model(model)
+            if quantized is None:
+                return (f"no {model.path.stem}.int8.onnx beside {model.path.name} or in {ENGINES_DIR}; "
+                        f"python build_engine.py --refiner {model.path} --int8-calibration ... makes it")
+            model, precision = quantized, None
         options = BackendOptions(threads=threads, precision=None if name == "onnxruntime" else precision)
         return BACKENDS[name].open(model, local_device("cpu"), max_batch, options)
     except BBRefinementError as error:
         return str(error)
+
+
+def int8_model(model: ModelFile) -> ModelFile | None:
+    """build_engine.py's <stem>.int8.onnx of this refiner, beside it or in engines/; None when not built."""
+    name = f"{model.path.stem}.int8.onnx"
+    for path in (model.path.with_name(name), ENGINES_DIR / name):
+        if path.is_file():
+            return ModelFile.read(path)
+    return None
 
 
 def interleaved(
@@ -104,12 +119,15 @@ def interleaved(
     """ms per call of every runtime at every box count, calls taken in turn across runtimes."""
     runnable = {label: backend for label, backend in backends.items() if not isinstance(backend, str)}
     timings: dict[str, dict[int, list[float]]] = {label: {count: [] for count in counts} for label in runnable}
-    for index in range(warmup + calls):
+    for index in range(warmup + calls + 1):
+        if index == warmup:  # the steady state a long run sees: OpenVINO's static-shape copies compiled, then one more round
+            for backend in runnable.values():
+                backend.settle()
         for count in counts:
             for label, backend in runnable.items():
                 started = time.perf_counter()
                 backend.refine(crops[:count], vectors[:count])
-                if index >= warmup:
+                if index > warmup:
                     timings[label][count].append((time.perf_counter() - started) * 1000.0)
     return timings
 
