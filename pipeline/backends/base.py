@@ -110,6 +110,12 @@ class RefinerBackend(ABC):
     def _run(self, crops: Any, vectors: Any) -> Any:
         """Run one batch of at most max_batch crops; returns (N, spec.output_size) float32."""
 
+    def settle(self) -> None:
+        """Wait for background work that changes this runtime's speed (OpenVINO's static-shape compiles).
+
+        Benchmarks call it after their warm-up, so they time the steady state a long run sees.
+        """
+
     def close(self) -> None:
         """Release runtime resources (sessions, contexts, buffers)."""
 
