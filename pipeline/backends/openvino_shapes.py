@@ -1,7 +1,8 @@
 """Static-shape copies of an OpenVINO model for the batch sizes a run keeps asking for.
 
-Why: OpenVINO runs a dynamic-batch model 15-20% slower than the same model compiled for one fixed
-batch (shape inference and buffer management on every call; kernels are the same). A compiled copy
+Why: OpenVINO runs a dynamic-batch model 15-40% slower than the same model compiled for one fixed
+batch (shape inference and buffer management on every call; kernels are the same; the gap is larger
+when other work runs between calls). A compiled copy
 costs ~50 MB plus ~1.5 MB per crop of memory and ~0.2 s of one core to compile, so only a few are
 kept: a size gets its copy after it has been asked for `min_calls` times, up to `max_sizes` sizes,
 compiled on a background thread. Until its copy is ready a size runs on the dynamic model, so no
@@ -18,15 +19,8 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-# OpenVINO sets and restores the process's C locale (setlocale, process-wide) while it reads and compiles
-# models: two threads doing so at once can leave the locale at "C" for good, and Python then decodes
-# subprocess output as ASCII (seen in the test suite). Every read, compile and property query of this
-# package's OpenVINO code holds this lock.
-OPENVINO_LOCK = threading.Lock()
-
-# One compile thread for the whole process, never ended: a thread that ran an OpenVINO compile and then
-# exited left the process crashing (SIGSEGV, SI_KERNEL) on the next signal delivered to the main thread
-# (seen in the test suite: a SIGTERM after several backends had come and gone).
+# One compile thread for the whole process, never ended: nothing to shut down per backend, and the
+# compiles of every backend run one at a time (they would only compete for the cores).
 _COMPILER: ThreadPoolExecutor | None = None
 _COMPILER_LOCK = threading.Lock()
 
